@@ -1,0 +1,206 @@
+"""U2Net (Qin et al., 2020): nested residual U-blocks for salient object detection.
+
+Structure and channel counts follow the official model (xuebinqin/U-2-Net, ``U2NET`` and
+``U2NETP``); convolutions followed by BatchNorm carry no bias, and every resize goes to the size
+of the tensor it is joined with, so any input size works.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from base.base_model import BaseModel
+
+
+def _resize(x: torch.Tensor, size: torch.Size | tuple[int, int]) -> torch.Tensor:
+    """Bilinear resize (align_corners=False) to ``size``; ``x`` itself if it already has it."""
+    if x.shape[-2:] == size:
+        return x
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+
+
+def _pool(x: torch.Tensor) -> torch.Tensor:
+    """2x max-pool; ``ceil_mode`` keeps odd borders."""
+    return F.max_pool2d(x, kernel_size=2, stride=2, ceil_mode=True)
+
+
+class ConvBNReLU(nn.Sequential):
+    """3x3 convolution (padding = dilation, no bias), BatchNorm and ReLU."""
+
+    def __init__(self, in_ch: int, out_ch: int, dilation: int = 1) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(in_ch, out_ch, 3, padding=dilation, dilation=dilation, bias=False)
+        self.bn = nn.BatchNorm2d(out_ch)
+        self.relu = nn.ReLU(inplace=True)
+
+
+class _ResidualU(nn.Module):
+    """Shared forward of RSU and RSU4F: U-shaped encoder/decoder plus a residual from ``conv_in``.
+
+    ``encoders`` run top-down (the last one, the bottom, at the resolution of the one before it);
+    ``decoders`` run bottom-up, each on the concatenation of the deeper result and the skip.
+    """
+
+    downsample: bool
+
+    conv_in: ConvBNReLU
+    encoders: nn.ModuleList
+    decoders: nn.ModuleList
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x_in = self.conv_in(x)
+        h, skips = x_in, []
+        bottom = len(self.encoders) - 1
+        for i, enc in enumerate(self.encoders):
+            if self.downsample and 0 < i < bottom:
+                h = _pool(h)
+            h = enc(h)
+            skips.append(h)
+        skips.pop()  # the bottom is not a skip
+        for dec in self.decoders:
+            skip = skips.pop()
+            h = dec(torch.cat((_resize(h, skip.shape[-2:]), skip), dim=1))
+        return h + x_in
+
+
+class RSU(_ResidualU):
+    """Residual U-block of height ``height`` (official RSU7..RSU4).
+
+    ``encoders``: ``height`` convs, 2x max-pools between the first ``height - 1`` of them, the
+    last one dilated by 2; ``decoders``: ``height - 1`` convs, deepest first.
+    """
+
+    downsample = True
+
+    def __init__(self, height: int, in_ch: int, mid_ch: int, out_ch: int) -> None:
+        super().__init__()
+        if height < 2:
+            raise ValueError(f"RSU height must be at least 2, got {height}")
+        self.height = height
+        self.conv_in = ConvBNReLU(in_ch, out_ch)
+        self.encoders = nn.ModuleList(
+            [ConvBNReLU(out_ch, mid_ch)]
+            + [ConvBNReLU(mid_ch, mid_ch) for _ in range(height - 2)]
+            + [ConvBNReLU(mid_ch, mid_ch, dilation=2)]
+        )
+        self.decoders = nn.ModuleList(
+            [ConvBNReLU(2 * mid_ch, mid_ch) for _ in range(height - 2)]
+            + [ConvBNReLU(2 * mid_ch, out_ch)]
+        )
+
+
+class RSU4F(_ResidualU):
+    """Residual U-block of height 4 with dilations 1, 2, 4, 8 instead of pooling."""
+
+    downsample = False
+
+    def __init__(self, in_ch: int, mid_ch: int, out_ch: int) -> None:
+        super().__init__()
+        self.conv_in = ConvBNReLU(in_ch, out_ch)
+        self.encoders = nn.ModuleList(
+            [ConvBNReLU(out_ch, mid_ch)]
+            + [ConvBNReLU(mid_ch, mid_ch, dilation=d) for d in (2, 4, 8)]
+        )
+        self.decoders = nn.ModuleList(
+            [ConvBNReLU(2 * mid_ch, mid_ch, dilation=d) for d in (4, 2)]
+            + [ConvBNReLU(2 * mid_ch, out_ch)]
+        )
+
+
+class Stage(NamedTuple):
+    """One U2Net stage: RSU height (0 for RSU-4F) and its in/mid/out channels."""
+
+    height: int
+    in_ch: int
+    mid_ch: int
+    out_ch: int
+
+    def build(self) -> RSU | RSU4F:
+        if self.height == 0:
+            return RSU4F(self.in_ch, self.mid_ch, self.out_ch)
+        return RSU(self.height, self.in_ch, self.mid_ch, self.out_ch)
+
+
+# Encoders En1..En6 and decoders De5..De1 per variant (official U2NET and U2NETP).
+VARIANTS: dict[str, tuple[tuple[Stage, ...], tuple[Stage, ...]]] = {
+    "full": (
+        (
+            Stage(7, 3, 32, 64),
+            Stage(6, 64, 32, 128),
+            Stage(5, 128, 64, 256),
+            Stage(4, 256, 128, 512),
+            Stage(0, 512, 256, 512),
+            Stage(0, 512, 256, 512),
+        ),
+        (
+            Stage(0, 1024, 256, 512),
+            Stage(4, 1024, 128, 256),
+            Stage(5, 512, 64, 128),
+            Stage(6, 256, 32, 64),
+            Stage(7, 128, 16, 64),
+        ),
+    ),
+    "lite": (
+        (
+            Stage(7, 3, 16, 64),
+            Stage(6, 64, 16, 64),
+            Stage(5, 64, 16, 64),
+            Stage(4, 64, 16, 64),
+            Stage(0, 64, 16, 64),
+            Stage(0, 64, 16, 64),
+        ),
+        (
+            Stage(0, 128, 16, 64),
+            Stage(4, 128, 16, 64),
+            Stage(5, 128, 16, 64),
+            Stage(6, 128, 16, 64),
+            Stage(7, 128, 16, 64),
+        ),
+    ),
+}
+
+
+class U2Net(BaseModel):
+    """U2Net salient object detector; ``variant`` is "full" (U2NET) or "lite" (U2NETP).
+
+    Training mode returns seven logit maps at the input size: the fused map, then the side maps
+    of De1, De2, De3, De4, De5, En6 (official d0, d1..d6). Eval mode returns ``sigmoid(fused)``.
+    """
+
+    def __init__(self, variant: str = "full", in_channels: int = 3) -> None:
+        super().__init__()
+        if variant not in VARIANTS:
+            valid = ", ".join(repr(v) for v in VARIANTS)
+            raise ValueError(f"unknown U2Net variant {variant!r}; valid variants: {valid}")
+        self.variant = variant
+        enc_stages, dec_stages = VARIANTS[variant]
+        enc_stages = (enc_stages[0]._replace(in_ch=in_channels), *enc_stages[1:])
+        self.encoders = nn.ModuleList(s.build() for s in enc_stages)
+        self.decoders = nn.ModuleList(s.build() for s in dec_stages)
+        # Side heads in the order they are computed: En6, De5, De4, De3, De2, De1.
+        self.side_heads = nn.ModuleList(
+            nn.Conv2d(s.out_ch, 1, 3, padding=1) for s in (enc_stages[-1], *dec_stages)
+        )
+        self.fusion = nn.Conv2d(len(self.side_heads), 1, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
+        size = x.shape[-2:]
+        skips, h = [], x
+        for i, enc in enumerate(self.encoders):
+            h = enc(_pool(h) if i else h)
+            skips.append(h)
+        skips.pop()  # En6 is the bottom, not a skip
+        sides = [_resize(self.side_heads[0](h), size)]
+        for i, dec in enumerate(self.decoders, start=1):
+            skip = skips.pop()
+            h = dec(torch.cat((_resize(h, skip.shape[-2:]), skip), dim=1))
+            sides.append(_resize(self.side_heads[i](h), size))
+        sides.reverse()  # De1, De2, De3, De4, De5, En6
+        fused = self.fusion(torch.cat(sides, dim=1))
+        if self.training:
+            return (fused, *sides)
+        return torch.sigmoid(fused)
