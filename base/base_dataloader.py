@@ -1,0 +1,118 @@
+"""DataLoader whose shuffling and augmentation depend only on the run seed, epoch and index."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+
+class SeededSampler(Sampler):
+    """Yields ``(index, seed, epoch)`` keys; call ``set_epoch`` before each epoch.
+
+    The order is a permutation drawn from ``(seed, epoch)`` and the dataset seeds each sample's
+    augmentation from the whole key, so an epoch is reproducible on its own: a resumed run sees
+    exactly the samples and augmentations of an uninterrupted one, whatever the worker count.
+    """
+
+    def __init__(self, indices: Sequence[int], shuffle: bool, seed: int) -> None:
+        self.indices = list(indices)
+        self.shuffle = shuffle
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __iter__(self) -> Iterator[tuple[int, int, int]]:
+        order = self.indices
+        if self.shuffle:
+            rng = np.random.default_rng([self.seed, self.epoch])
+            order = [self.indices[i] for i in rng.permutation(len(self.indices))]
+        return iter((index, self.seed, self.epoch) for index in order)
+
+
+def split_indices(n: int, val_split: float, seed: int) -> tuple[list[int], list[int]]:
+    """Split ``range(n)`` into (train, val); ``val_split`` is a fraction in (0, 1) or a count."""
+    n_val = int(val_split) if val_split >= 1 else round(n * val_split)
+    if val_split < 0 or not 0 < n_val < n:
+        raise ValueError(
+            f"val_split={val_split} leaves no training or no validation images out of {n}; "
+            "use a fraction in (0, 1) or a count between 1 and the dataset size - 1"
+        )
+    order = np.random.default_rng([seed, n]).permutation(n)
+    return sorted(order[n_val:].tolist()), sorted(order[:n_val].tolist())
+
+
+def _worker_init(_: int) -> None:
+    cv2.setNumThreads(0)  # one OpenCV thread per worker: the workers already run in parallel
+
+
+def _loader_kwargs(
+    dataset: Dataset,
+    indices: Sequence[int],
+    batch_size: int,
+    shuffle: bool,
+    num_workers: int,
+    seed: int,
+) -> dict[str, Any]:
+    return {
+        "dataset": dataset,
+        "batch_size": batch_size,
+        "sampler": SeededSampler(indices, shuffle, seed),
+        "num_workers": num_workers,
+        "pin_memory": torch.cuda.is_available(),
+        "drop_last": shuffle and len(indices) > batch_size,  # no 1-image batches for BatchNorm
+        "persistent_workers": num_workers > 0,
+        "worker_init_fn": _worker_init,
+        "generator": torch.Generator().manual_seed(seed),  # leaves the global torch RNG alone
+    }
+
+
+class BaseDataLoader(DataLoader):
+    """Builds ``dataset_class(**dataset_args)`` and loads it with seeded, epoch-aware sampling.
+
+    Subclasses only name their dataset: ``class DUTS(BaseDataLoader): dataset_class = DUTSDataset``.
+    ``val_split`` holds out part of the dataset; ``split_validation()`` returns a loader over it
+    that uses the deterministic validation transform.
+    """
+
+    dataset_class: type[Dataset]
+
+    def __init__(
+        self,
+        batch_size: int,
+        shuffle: bool = False,
+        num_workers: int = 0,
+        val_split: float = 0.0,
+        seed: int = 0,
+        **dataset_args: Any,
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        dataset = self.dataset_class(**dataset_args)
+        indices: list[int] = list(range(len(dataset)))
+        self.val_indices: list[int] = []
+        if val_split:
+            indices, self.val_indices = split_indices(len(dataset), val_split, seed)
+        self._val_settings = (batch_size, num_workers, seed)
+        super().__init__(**_loader_kwargs(dataset, indices, batch_size, shuffle, num_workers, seed))
+
+    def split_validation(self) -> DataLoader | None:
+        """Loader over the ``val_split`` images without augmentation, or None without a split."""
+        if not self.val_indices:
+            return None
+        val_set = copy.copy(self.dataset)
+        val_set.augment = False
+        batch_size, num_workers, seed = self._val_settings
+        return DataLoader(
+            **_loader_kwargs(val_set, self.val_indices, batch_size, False, num_workers, seed)
+        )

@@ -1,0 +1,6 @@
+"""Data loaders selectable by name in a config (looked up in ``__all__``)."""
+
+from dataloaders.demo import DemoSOD
+from dataloaders.duts import DUTS
+
+__all__ = ["DUTS", "DemoSOD"]
