@@ -1,0 +1,272 @@
+"""The training loop: device, optimizer, scheduler, epochs, validation, monitor, checkpoints."""
+
+from __future__ import annotations
+
+import logging
+import math
+import warnings
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from utils import config as cfg
+from utils.checkpoint import (
+    CHECKPOINT_VERSION,
+    load_checkpoint,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+    unwrap,
+)
+from utils.run_dir import MetricsLog, periodic_checkpoints, write_json
+
+
+def resolve_device(spec: str) -> tuple[torch.device, list[int]]:
+    """``auto`` | ``cpu`` | ``cuda`` | GPU ids (``0``, ``0,1``) -> (device, DataParallel ids).
+
+    Without CUDA every GPU request falls back to the CPU with a warning.
+    """
+    spec = spec.strip().lower()
+    if spec == "cpu" or (spec == "auto" and not torch.cuda.is_available()):
+        return torch.device("cpu"), []
+    if not torch.cuda.is_available():
+        warnings.warn(
+            f"device {spec!r} asked for, but CUDA is not available: using the CPU", stacklevel=2
+        )
+        return torch.device("cpu"), []
+    if spec in ("auto", "cuda"):
+        return torch.device("cuda", 0), []
+    try:
+        ids = [int(part) for part in spec.split(",")]
+    except ValueError:
+        raise ValueError(
+            f"--device must be auto, cpu, cuda or GPU ids like 0 or 0,1; got {spec!r}"
+        ) from None
+    missing = [i for i in ids if i >= torch.cuda.device_count()]
+    if missing:
+        raise ValueError(
+            f"--device {spec}: no GPU {missing[0]} ({torch.cuda.device_count()} visible)"
+        )
+    return torch.device("cuda", ids[0]), ids if len(ids) > 1 else []
+
+
+class BaseTrainer(ABC):
+    """Owns the epoch loop; subclasses implement ``_train_epoch`` and ``_valid_epoch``.
+
+    ``_train_epoch(epoch)`` returns ``{"loss": float, "lr": float}``; ``_valid_epoch(epoch)``
+    returns ``{metric name: float}``; ``higher_is_better`` names what validation reports, so the
+    monitor is checked before training starts.
+    """
+
+    higher_is_better: ClassVar[dict[str, bool]]
+
+    def __init__(
+        self,
+        model: nn.Module,
+        loss: nn.Module,
+        config: dict[str, Any],
+        run_dir: Path,
+        train_loader: DataLoader,
+        val_loader: DataLoader | None = None,
+        device: str = "auto",
+        resume: str | Path | None = None,
+    ) -> None:
+        self.config = config
+        self.run_dir = Path(run_dir)
+        self.logger = logging.getLogger("u2seg")
+        trainer = config["trainer"]
+        self.epochs: int = trainer["epochs"]
+        self.save_period: int = trainer["save_period"]
+        self.keep_last: int = trainer["keep_last"]
+        self.val_per_epochs: int = trainer["val_per_epochs"]
+        self.log_per_iter: int = trainer["log_per_iter"]
+        self.early_stop: int = trainer["early_stop"]
+        self.vis_samples: int = trainer["vis_samples"]
+        self.train_loader = train_loader
+        self.val_loader = val_loader if trainer["val"] else None
+
+        self.device, gpu_ids = resolve_device(device)
+        torch.backends.cudnn.benchmark = not trainer["deterministic"]
+        if trainer["deterministic"]:
+            torch.use_deterministic_algorithms(True, warn_only=True)
+        self.model = model.to(self.device)
+        if gpu_ids:
+            self.model = nn.DataParallel(self.model, device_ids=gpu_ids)
+        self.loss = loss.to(self.device)
+
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = cfg.build(config, "optimizer", params)
+        self.lr_scheduler = None
+        if config["lr_scheduler"] is not None:
+            self.lr_scheduler = cfg.build(
+                config, "lr_scheduler", self.optimizer, total_iters=self.epochs * len(train_loader)
+            )
+
+        self.monitor_mode, self.monitor_metric = self._parse_monitor(trainer["monitor"])
+        self.monitor_best = -math.inf if self.monitor_mode == "max" else math.inf
+        self.not_improved = 0
+        self.start_epoch = 1
+        self.metrics_log = MetricsLog(self.run_dir / "metrics.jsonl")
+        if resume is not None:
+            self._resume(Path(resume))
+        else:
+            write_json(self.run_dir / "config.json", config)
+        self.writer = None
+        if trainer["tensorboard"]:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(log_dir=str(self.run_dir))
+
+    def _parse_monitor(self, monitor: str) -> tuple[str, str | None]:
+        if monitor == "off":
+            return "off", None
+        mode, metric = monitor.split()
+        if self.val_loader is None:
+            raise cfg.ConfigError(
+                f"trainer.monitor is {monitor!r} but there is no validation (set val_loader or "
+                'train_loader.args.val_split and trainer.val, or monitor "off")'
+            )
+        if metric not in self.higher_is_better:
+            raise cfg.ConfigError(
+                f"trainer.monitor: unknown metric {metric!r}; "
+                f"validation reports {', '.join(self.higher_is_better)}"
+            )
+        return mode, metric
+
+    @abstractmethod
+    def _train_epoch(self, epoch: int) -> dict[str, float]: ...
+
+    @abstractmethod
+    def _valid_epoch(self, epoch: int) -> dict[str, float]: ...
+
+    def train(self) -> None:
+        """Run the remaining epochs; stop early once the monitor stalls ``early_stop`` times."""
+        for epoch in range(self.start_epoch, self.epochs + 1):
+            for loader in (self.train_loader, self.val_loader):
+                if loader is not None and hasattr(loader.sampler, "set_epoch"):
+                    loader.sampler.set_epoch(epoch)
+            train_log = self._train_epoch(epoch)
+            record: dict[str, Any] = {
+                "epoch": epoch,
+                "train_loss": train_log["loss"],
+                "lr": train_log["lr"],
+            }
+            validate = self.val_loader is not None and (
+                epoch % self.val_per_epochs == 0 or epoch == self.epochs
+            )
+            if validate:
+                record.update(self._valid_epoch(epoch))
+            improved = validate and self._update_monitor(record)
+            self.metrics_log.append(record)
+            self._log_epoch(record, improved)
+            if epoch % self.save_period == 0 or epoch == self.epochs or improved:
+                self._save(
+                    epoch,
+                    periodic=epoch % self.save_period == 0 or epoch == self.epochs,
+                    best=improved,
+                )
+            if validate and self.early_stop and self.not_improved >= self.early_stop:
+                self.logger.info(
+                    "no improvement of %s in %d validations: stopping early",
+                    self.monitor_metric,
+                    self.early_stop,
+                )
+                break
+        if self.writer is not None:
+            self.writer.close()
+
+    def _update_monitor(self, record: dict[str, Any]) -> bool:
+        if self.monitor_metric is None:
+            return False
+        value = record[self.monitor_metric]
+        better = (
+            value > self.monitor_best if self.monitor_mode == "max" else value < self.monitor_best
+        )
+        if better:
+            self.monitor_best = value
+            self.not_improved = 0
+        else:
+            self.not_improved += 1
+        return better
+
+    def _log_epoch(self, record: dict[str, Any], improved: bool) -> None:
+        parts = [f"epoch {record['epoch']}/{self.epochs}"]
+        parts += [
+            f"{k} {v:.4g}" if k == "lr" else f"{k} {v:.4f}"
+            for k, v in record.items()
+            if k != "epoch"
+        ]
+        if self.monitor_metric is not None and self.monitor_metric in record:
+            parts.append(
+                f"(best {self.monitor_metric} {self.monitor_best:.4f}"
+                f"{', improved' if improved else ''})"
+            )
+        self.logger.info("  ".join(parts))
+        if self.writer is not None:
+            for key, value in record.items():
+                if key != "epoch":
+                    self.writer.add_scalar(f"epoch/{key}", value, record["epoch"])
+
+    def _checkpoint(self, epoch: int) -> dict[str, Any]:
+        return {
+            "arch": self.config["arch"]["type"],
+            "epoch": epoch,
+            "state_dict": unwrap(self.model).state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "lr_scheduler": None if self.lr_scheduler is None else self.lr_scheduler.state_dict(),
+            "monitor_best": self.monitor_best,
+            "not_improved": self.not_improved,
+            "config": self.config,
+            "rng": rng_state(),
+            "version": CHECKPOINT_VERSION,
+        }
+
+    def _save(self, epoch: int, periodic: bool, best: bool) -> None:
+        state = self._checkpoint(epoch)
+        if periodic:
+            path = self.run_dir / f"checkpoint-epoch{epoch}.pth"
+            save_checkpoint(state, path)
+            self.logger.info("saved %s", path)
+            for old in periodic_checkpoints(self.run_dir)[: -self.keep_last]:
+                old.unlink()
+        if best:
+            save_checkpoint(state, self.run_dir / "best_model.pth")
+            self.logger.info(
+                "saved best_model.pth (%s %.4f)", self.monitor_metric, self.monitor_best
+            )
+
+    def _resume(self, path: Path) -> None:
+        state = load_checkpoint(path)
+        model = unwrap(self.model)
+        if state.get("arch") != self.config["arch"]["type"]:
+            raise ValueError(
+                f"checkpoint {path} is for arch {state.get('arch')!r}, but the config builds "
+                f"{self.config['arch']['type']!r}"
+            )
+        own, saved = model.state_dict(), state["state_dict"]
+        missing = [k for k in own if k not in saved]
+        unexpected = [k for k in saved if k not in own]
+        wrong = [k for k, v in saved.items() if k in own and own[k].shape != v.shape]
+        if missing or unexpected or wrong:
+            raise ValueError(
+                f"checkpoint {path} does not fit the configured model {self.config['arch']}: "
+                f"{len(missing)} missing keys {missing[:3]}, {len(unexpected)} unexpected keys "
+                f"{unexpected[:3]}, {len(wrong)} shape mismatches {wrong[:3]}"
+            )
+        model.load_state_dict(saved)
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.lr_scheduler is not None and state["lr_scheduler"] is not None:
+            total_iters = self.lr_scheduler.total_iters  # the epochs may have been changed
+            self.lr_scheduler.load_state_dict(state["lr_scheduler"])
+            self.lr_scheduler.total_iters = total_iters
+        self.monitor_best = state["monitor_best"]
+        self.not_improved = state["not_improved"]
+        self.start_epoch = state["epoch"] + 1
+        set_rng_state(state["rng"])
+        self.metrics_log.truncate_after(state["epoch"])
+        write_json(self.run_dir / "config.json", self.config)
+        self.logger.info("resumed from %s: continuing at epoch %d", path, self.start_epoch)

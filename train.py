@@ -1,0 +1,125 @@
+"""Train U2Net from a JSON config: ``python train.py -c config.json``; ``-r CHECKPOINT`` resumes."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from utils import config as cfg
+from utils.checkpoint import load_checkpoint, seed_everything
+from utils.run_dir import new_run_dir
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument(
+        "-c",
+        "--config",
+        help="JSON config file (with -r: values that override the checkpoint's stored config)",
+    )
+    parser.add_argument("-r", "--resume", help="checkpoint to continue from, in its run folder")
+    parser.add_argument(
+        "-d",
+        "--device",
+        default="auto",
+        help="auto (default: first GPU if any, else CPU), cpu, cuda, or GPU ids "
+        "such as 0 or 0,1 (several ids: DataParallel)",
+    )
+    parser.add_argument(
+        "--opt",
+        nargs="+",
+        default=[],
+        metavar="KEY.PATH=VALUE",
+        help="override config values, e.g. trainer.epochs=5 "
+        "train_loader.args.batch_size=4 (values are JSON)",
+    )
+    parser.add_argument("--seed", type=int, help="random seed (overrides the config's 'seed')")
+    args = parser.parse_args(argv)
+    if not args.config and not args.resume:
+        parser.error("give a config with -c CONFIG, or a checkpoint to resume with -r CHECKPOINT")
+    return args
+
+
+def resolve_config(args: argparse.Namespace) -> dict[str, Any]:
+    """The config of the run: stored (resume) <- -c file <- --seed <- --opt, then validated."""
+    config: dict[str, Any] = {}
+    if args.resume:
+        config = load_checkpoint(args.resume)["config"]
+    if args.config:
+        config = cfg.merge(config, cfg.load_config(args.config))
+    if args.seed is not None:
+        config["seed"] = args.seed
+    config = cfg.apply_overrides(config, args.opt)
+    return cfg.validate_config(config)
+
+
+def setup_logging(run_dir: Path) -> None:
+    logger = logging.getLogger("u2seg")
+    logger.setLevel(logging.INFO)
+    logger.handlers.clear()
+    for handler in (logging.StreamHandler(sys.stdout), logging.FileHandler(run_dir / "train.log")):
+        handler.setFormatter(logging.Formatter("%(asctime)s  %(message)s", "%H:%M:%S"))
+        logger.addHandler(handler)
+
+
+def main(argv: list[str] | None = None) -> Path:
+    """Build everything from the config and train; returns the run folder."""
+    import dataloaders  # noqa: F401  (registries are imported late: --help stays fast)
+    import models  # noqa: F401
+    from trainer import Trainer
+
+    args = parse_args(argv)
+    config = resolve_config(args)
+    run_dir = (
+        Path(args.resume).resolve().parent
+        if args.resume
+        else new_run_dir(config["trainer"]["save_dir"], config["name"])
+    )
+    setup_logging(run_dir)
+    logger = logging.getLogger("u2seg")
+    logger.info("run folder: %s", run_dir)
+
+    seed = config["seed"]
+    seed_everything(seed)
+    model = cfg.build(config, "arch")
+    logger.info("model: %s", model.summary())
+    train_loader = cfg.build(config, "train_loader", seed=seed)
+    val_loader = (
+        cfg.build(config, "val_loader", seed=seed)
+        if config["val_loader"]
+        else train_loader.split_validation()
+    )
+    logger.info("train: %r", train_loader.dataset)
+    if val_loader is not None:
+        logger.info("val: %r", val_loader.dataset)
+    loss = cfg.build(config, "loss")
+    trainer = Trainer(
+        model,
+        loss,
+        config,
+        run_dir,
+        train_loader,
+        val_loader,
+        device=args.device,
+        resume=args.resume,
+    )
+    try:
+        trainer.train()
+    except KeyboardInterrupt:
+        logger.info("interrupted; the checkpoints in %s are intact", run_dir)
+        raise
+    logger.info("done; run folder: %s", run_dir)
+    return run_dir
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except (cfg.ConfigError, FileNotFoundError, ValueError, OSError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        sys.exit(130)

@@ -1,0 +1,76 @@
+"""Trainer for salient object detection: one training epoch and one validation epoch."""
+
+from __future__ import annotations
+
+import time
+
+import torch
+from tqdm import tqdm
+
+from base.base_trainer import BaseTrainer
+from utils.metrics import SODMetrics
+from utils.visual import comparison_grid
+
+
+class Trainer(BaseTrainer):
+    """Deep-supervised U2Net training; validation scores the fused probability map."""
+
+    higher_is_better = SODMetrics.HIGHER_IS_BETTER
+
+    def _train_epoch(self, epoch: int) -> dict[str, float]:
+        self.model.train()
+        loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
+        seen = 0
+        steps = len(self.train_loader)
+        start = time.perf_counter()
+        bar = tqdm(
+            self.train_loader, desc=f"train {epoch}/{self.epochs}", leave=False, dynamic_ncols=True
+        )
+        for i, (images, masks) in enumerate(bar):
+            images = images.to(self.device, non_blocking=True)
+            masks = masks.to(self.device, non_blocking=True)
+            loss = self.loss(self.model(images), masks)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            if self.lr_scheduler is not None:
+                self.lr_scheduler.step()
+            loss_sum += loss.detach() * images.shape[0]
+            seen += images.shape[0]
+            if (i + 1) % self.log_per_iter == 0 or i + 1 == steps:
+                lr = self.optimizer.param_groups[0]["lr"]
+                loss_value = loss.item()
+                bar.set_postfix(
+                    loss=f"{loss_value:.4f}",
+                    lr=f"{lr:.3g}",
+                    img_s=f"{seen / (time.perf_counter() - start):.1f}",
+                )
+                if self.writer is not None:
+                    step = (epoch - 1) * steps + i + 1
+                    self.writer.add_scalar("train/loss", loss_value, step)
+                    self.writer.add_scalar("train/lr", lr, step)
+        return {
+            "loss": (loss_sum / max(seen, 1)).item(),
+            "lr": self.optimizer.param_groups[0]["lr"],
+        }
+
+    @torch.no_grad()
+    def _valid_epoch(self, epoch: int) -> dict[str, float]:
+        self.model.eval()
+        metrics = SODMetrics(self.device)
+        shown: list[tuple[torch.Tensor, ...]] = []
+        for images, masks in tqdm(
+            self.val_loader, desc=f"val {epoch}/{self.epochs}", leave=False, dynamic_ncols=True
+        ):
+            images = images.to(self.device, non_blocking=True)
+            masks = masks.to(self.device, non_blocking=True)
+            probs = self.model(images)
+            metrics.update(probs, masks)
+            if sum(len(t[0]) for t in shown) < self.vis_samples:
+                shown.append((images, masks, probs))
+        if self.writer is not None and shown:
+            grid = comparison_grid(
+                *(torch.cat(parts)[: self.vis_samples] for parts in zip(*shown, strict=True))
+            )
+            self.writer.add_image("val/input_gt_pred", grid, epoch)
+        return metrics.compute()

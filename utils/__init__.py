@@ -1,0 +1,1 @@
+"""Losses, metrics, schedulers, config, checkpoints and other helpers."""

@@ -1,0 +1,242 @@
+"""The JSON config: defaults, validation naming every unknown key, dotted overrides, building."""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import json
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """A config key or value is wrong; the message names the key and what is expected."""
+
+
+# Plain sections: every key with its default. A user key not listed here is an error.
+DEFAULTS: dict[str, Any] = {
+    "name": "U2Net",
+    "seed": 42,
+    "trainer": {
+        "epochs": 100,
+        "save_dir": "saved/",
+        "save_period": 1,
+        "keep_last": 3,
+        "monitor": "max maxF",
+        "early_stop": 0,
+        "val": True,
+        "val_per_epochs": 1,
+        "log_per_iter": 20,
+        "tensorboard": True,
+        "vis_samples": 4,
+        "deterministic": False,
+    },
+}
+
+# Built sections: {"type": NAME, "args": {...}}; NAME is looked up in the module's ``__all__``.
+# The arguments the trainer passes itself are not config keys.
+BUILT_SECTIONS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "arch": ("models", ()),
+    "train_loader": ("dataloaders", ("seed",)),
+    "val_loader": ("dataloaders", ("seed",)),
+    "loss": ("utils.losses", ()),
+    "optimizer": ("torch.optim", ("params",)),
+    "lr_scheduler": ("utils.lr_scheduler", ("optimizer", "total_iters")),
+}
+REQUIRED_SECTIONS = ("arch", "train_loader", "loss", "optimizer")
+OPTIONAL_SECTIONS = ("val_loader", "lr_scheduler")  # may be absent or null
+
+
+def load_config(path: str | Path) -> dict[str, Any]:
+    """Read a JSON config file (not yet validated)."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as err:
+        raise ConfigError(f"cannot read config file {path}: {err.strerror}") from err
+    try:
+        config = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ConfigError(f"{path} is not valid JSON: {err}") from err
+    if not isinstance(config, dict):
+        raise ConfigError(f"{path} must hold a JSON object, got {type(config).__name__}")
+    return config
+
+
+def merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """Deep-merge ``override`` into a copy of ``base`` (dicts merge, everything else replaces)."""
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``'trainer.epochs=5'`` -> (['trainer', 'epochs'], 5); values are JSON, else strings."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"--opt {text!r}: expected KEY.PATH=VALUE, e.g. trainer.epochs=5")
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError:
+        value = raw
+    return key.split("."), value
+
+
+def apply_overrides(config: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply dotted ``--opt`` overrides, validating after each so errors name the override."""
+    config = copy.deepcopy(config)
+    for text in overrides:
+        path, value = parse_override(text)
+        node = config
+        for part in path[:-1]:
+            if not isinstance(node.get(part), dict):
+                node[part] = {}
+            node = node[part]
+        node[path[-1]] = value
+        try:
+            validate_config(config)
+        except ConfigError as err:
+            raise ConfigError(f"--opt {text}: {err}") from None
+    return config
+
+
+def registry(module_name: str) -> dict[str, type]:
+    """The buildable classes of a registry module (the classes named in its ``__all__``)."""
+    module: ModuleType = __import__(module_name, fromlist=["__all__"])
+    names = getattr(module, "__all__", [])
+    return {
+        n: getattr(module, n)
+        for n in names
+        if inspect.isclass(getattr(module, n))
+        and not inspect.isabstract(getattr(module, n))
+        and n != "Optimizer"
+    }
+
+
+def accepted_args(cls: type) -> set[str]:
+    """Keyword arguments ``cls`` accepts; ``**kwargs`` lead to the parent class, or to the
+    ``dataset_class`` of a data loader."""
+    names: set[str] = set()
+    for klass in cls.__mro__:
+        if klass is object:
+            break
+        if "__init__" not in vars(klass):
+            continue
+        params = inspect.signature(klass.__init__).parameters.values()
+        names |= {p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+        if not any(p.kind is p.VAR_KEYWORD for p in params):
+            break
+        if hasattr(cls, "dataset_class"):
+            names |= accepted_args(cls.dataset_class)
+            break
+    names.discard("self")
+    return names
+
+
+def _check_built(section: str, spec: Any) -> None:
+    module_name, injected = BUILT_SECTIONS[section]
+    if not isinstance(spec, dict) or "type" not in spec:
+        raise ConfigError(f'\'{section}\' must be an object {{"type": NAME, "args": {{...}}}}')
+    extra = sorted(set(spec) - {"type", "args"})
+    if extra:
+        raise ConfigError(f"unknown config key '{section}.{extra[0]}'; expected 'type' and 'args'")
+    classes = registry(module_name)
+    if spec["type"] not in classes:
+        raise ConfigError(
+            f"{section}.type: unknown {module_name} type {spec['type']!r}; "
+            f"available: {', '.join(sorted(classes))}"
+        )
+    args = spec.get("args", {})
+    if not isinstance(args, dict):
+        raise ConfigError(f"'{section}.args' must be an object, got {type(args).__name__}")
+    allowed = accepted_args(classes[spec["type"]]) - set(injected)
+    for key in args:
+        if key not in allowed:
+            raise ConfigError(
+                f"unknown config key '{section}.args.{key}' for {spec['type']}; "
+                f"accepted: {', '.join(sorted(allowed))}"
+            )
+
+
+def _check_plain(prefix: str, value: dict[str, Any], defaults: dict[str, Any]) -> None:
+    for key, item in value.items():
+        where = f"{prefix}{key}"
+        if key not in defaults:
+            raise ConfigError(
+                f"unknown config key '{where}'; valid keys here: {', '.join(sorted(defaults))}"
+            )
+        expected = defaults[key]
+        if isinstance(expected, dict):
+            if not isinstance(item, dict):
+                raise ConfigError(f"'{where}' must be an object")
+            _check_plain(f"{where}.", item, expected)
+        elif not _same_kind(item, expected):
+            raise ConfigError(
+                f"'{where}' must be {KIND_NAMES[type(expected)]}, got {json.dumps(item)}"
+            )
+
+
+KIND_NAMES = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+
+
+def _same_kind(value: Any, default: Any) -> bool:
+    if isinstance(default, bool) or isinstance(value, bool):
+        return isinstance(value, bool) and isinstance(default, bool)
+    if isinstance(default, float):
+        return isinstance(value, (int, float))
+    return isinstance(value, type(default))
+
+
+def _check_trainer(trainer: dict[str, Any]) -> None:
+    for key in ("epochs", "save_period", "keep_last", "val_per_epochs", "log_per_iter"):
+        if trainer[key] < 1:
+            raise ConfigError(f"'trainer.{key}' must be at least 1, got {trainer[key]}")
+    for key in ("early_stop", "vis_samples"):
+        if trainer[key] < 0:
+            raise ConfigError(f"'trainer.{key}' must be 0 (off) or more, got {trainer[key]}")
+    monitor = trainer["monitor"].split()
+    if monitor != ["off"] and (len(monitor) != 2 or monitor[0] not in ("min", "max")):
+        raise ConfigError(
+            f'\'trainer.monitor\' must be "off" or "min METRIC" / "max METRIC" '
+            f'(e.g. "max maxF", "min MAE"), got {trainer["monitor"]!r}'
+        )
+
+
+def validate_config(config: dict[str, Any]) -> dict[str, Any]:
+    """Check every key and fill in defaults; returns the complete config (input unchanged)."""
+    known = set(DEFAULTS) | set(BUILT_SECTIONS)
+    for key in config:
+        if key not in known:
+            raise ConfigError(
+                f"unknown config key '{key}'; valid top-level keys: {', '.join(sorted(known))}"
+            )
+    for section in REQUIRED_SECTIONS:
+        if config.get(section) is None:
+            raise ConfigError(f"the config needs a '{section}' section")
+    plain = {k: v for k, v in config.items() if k in DEFAULTS}
+    _check_plain("", plain, DEFAULTS)
+    for section in BUILT_SECTIONS:
+        if config.get(section) is not None:
+            _check_built(section, config[section])
+    full = merge(DEFAULTS, config)
+    for section in OPTIONAL_SECTIONS:
+        full.setdefault(section, None)
+    if full["seed"] < 0:
+        raise ConfigError(f"'seed' must be 0 or more, got {full['seed']}")
+    _check_trainer(full["trainer"])
+    return full
+
+
+def build(config: dict[str, Any], section: str, *args: Any, **kwargs: Any) -> Any:
+    """Build the object of a built section: ``cls(*args, **config_args, **kwargs)``."""
+    spec = config[section]
+    cls = registry(BUILT_SECTIONS[section][0])[spec["type"]]
+    try:
+        return cls(*args, **spec.get("args", {}), **kwargs)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"{section} ({spec['type']}): {err}") from err
