@@ -65,6 +65,12 @@ def setup_logging(run_dir: Path) -> None:
         logger.addHandler(handler)
 
 
+def error_message(err: BaseException) -> str:
+    """The message of ``err``; for an error re-raised from a DataLoader worker, its last line."""
+    text = str(err).strip()
+    return text.splitlines()[-1] if "Original Traceback" in text else text
+
+
 def main(argv: list[str] | None = None) -> Path:
     """Build everything from the config and train; returns the run folder."""
     import dataloaders  # noqa: F401  (registries are imported late: --help stays fast)
@@ -118,8 +124,8 @@ def main(argv: list[str] | None = None) -> Path:
 if __name__ == "__main__":
     try:
         main()
-    except (cfg.ConfigError, FileNotFoundError, ValueError, OSError) as err:
-        print(f"error: {err}", file=sys.stderr)
+    except (cfg.ConfigError, ValueError, OSError) as err:
+        print(f"error: {error_message(err)}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
         sys.exit(130)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 import torch
+from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from base.base_trainer import BaseTrainer
@@ -17,15 +18,18 @@ class Trainer(BaseTrainer):
 
     higher_is_better = SODMetrics.HIGHER_IS_BETTER
 
+    def _progress(self, loader: DataLoader, kind: str, epoch: int) -> tqdm:
+        """A transient tqdm bar (hidden when the output is not a terminal)."""
+        desc = f"{kind} {epoch}/{self.epochs}"
+        return tqdm(loader, desc=desc, leave=False, dynamic_ncols=True, disable=None)
+
     def _train_epoch(self, epoch: int) -> dict[str, float]:
         self.model.train()
         loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
         seen = 0
         steps = len(self.train_loader)
         start = time.perf_counter()
-        bar = tqdm(
-            self.train_loader, desc=f"train {epoch}/{self.epochs}", leave=False, dynamic_ncols=True
-        )
+        bar = self._progress(self.train_loader, "train", epoch)
         for i, (images, masks) in enumerate(bar):
             images = images.to(self.device, non_blocking=True)
             masks = masks.to(self.device, non_blocking=True)
@@ -59,9 +63,7 @@ class Trainer(BaseTrainer):
         self.model.eval()
         metrics = SODMetrics(self.device)
         shown: list[tuple[torch.Tensor, ...]] = []
-        for images, masks in tqdm(
-            self.val_loader, desc=f"val {epoch}/{self.epochs}", leave=False, dynamic_ncols=True
-        ):
+        for images, masks in self._progress(self.val_loader, "val", epoch):
             images = images.to(self.device, non_blocking=True)
             masks = masks.to(self.device, non_blocking=True)
             probs = self.model(images)

@@ -1,8 +1,9 @@
 """Synthetic salient-object dataset, generated on first use in the DUTS layout (no download).
 
-Each image has a cluttered low-saturation background (gradient, blobs, lines, noise), a few
-small, less saturated distractor shapes that are background, and one or two larger, saturated,
-textured salient objects (ellipse, polygon, star, rounded rectangle or ring) that form the mask.
+Each image has a cluttered low-saturation background (gradient, blobs, lines, noise), small
+distractor shapes and strokes as colourful as the objects (background too), and one or two
+larger, saturated, textured salient objects (ellipse, polygon, star, rounded rectangle or ring)
+that form the mask.
 Every image is drawn from its own fixed seed, so the data is the same on every run (and on
 every machine, up to the JPEG encoder).
 """
@@ -22,7 +23,7 @@ import numpy as np
 from base.base_dataloader import BaseDataLoader
 from dataloaders.duts import SPLIT_DIRS, DUTSDataset
 
-DEMO_VERSION = 1
+DEMO_VERSION = 2
 MARKER = ".demo_complete"
 
 
@@ -111,13 +112,17 @@ def _sample(seed: list[int]) -> tuple[np.ndarray, np.ndarray]:
         p0, p1 = rng.integers(0, (w, h), size=(2, 2))
         thickness = int(rng.integers(1, 4))
         cv2.line(image, p0.tolist(), p1.tolist(), _colour(rng, grey).tolist(), thickness)
-    # distractors: small and only moderately saturated, not part of the mask
+    # distractors: as colourful and textured as the objects but small, plus bright thin strokes,
+    # so saliency has to be learnt from size and shape, not from colour alone
     side = min(h, w)
-    for _ in range(rng.integers(2, 6)):
-        shape = _shape(
-            rng, h, w, rng.uniform(0, w), rng.uniform(0, h), side * rng.uniform(0.04, 0.1)
-        )
-        image[shape > 0] = _colour(rng, (0.25, 0.5))
+    for _ in range(rng.integers(3, 8)):
+        r = side * rng.uniform(0.04, 0.11)
+        shape = _shape(rng, h, w, rng.uniform(0, w), rng.uniform(0, h), r)
+        fill = _texture(rng, h, w, _colour(rng, (0.45, 1.0), (110, 250)))
+        image[shape > 0] = fill[shape > 0]
+    for _ in range(rng.integers(1, 4)):
+        p0, p1 = rng.integers(0, (w, h), size=(2, 2))
+        cv2.line(image, p0.tolist(), p1.tolist(), _colour(rng, (0.5, 1.0), (150, 250)).tolist(), 2)
     # salient objects: larger, saturated, textured
     mask = np.zeros((h, w), np.uint8)
     count = 2 if rng.random() < 0.25 else 1
@@ -126,7 +131,7 @@ def _sample(seed: list[int]) -> tuple[np.ndarray, np.ndarray]:
         cx, cy = rng.uniform(0.8 * r, w - 0.8 * r), rng.uniform(0.8 * r, h - 0.8 * r)
         shape = _shape(rng, h, w, cx, cy, r)
         alpha = cv2.GaussianBlur(shape, (3, 3), 0).astype(np.float32)[:, :, None] / 255
-        image += alpha * (_texture(rng, h, w, _colour(rng, (0.65, 1.0), (110, 250))) - image)
+        image += alpha * (_texture(rng, h, w, _colour(rng, (0.45, 1.0), (110, 250))) - image)
         mask |= shape
     image += rng.random((h, w, 3), np.float32) * 14 - 7  # pixel noise
     return np.clip(image, 0, 255).astype(np.uint8), mask

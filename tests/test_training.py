@@ -172,3 +172,16 @@ def test_cli_errors_are_clear(args, expected):
     assert result.returncode == 2
     assert expected in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_unreadable_image_stops_with_its_path(tmp_path):
+    from dataloaders.demo import ensure_demo_data
+
+    config = tiny_config(tmp_path, epochs=1)
+    ensure_demo_data(str(tmp_path / "demo"), 8, 4)
+    bad = sorted((tmp_path / "demo" / "DUTS-TR" / "DUTS-TR-Image").iterdir())[0]
+    bad.write_bytes(b"not a jpeg")
+    result = run_cli("-c", str(config), "-d", "cpu", "--opt", "train_loader.args.num_workers=1")
+    assert result.returncode == 2
+    assert str(bad) in result.stderr
+    assert "Traceback" not in result.stderr
