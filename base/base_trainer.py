@@ -209,7 +209,8 @@ class BaseTrainer(ABC):
         if self.writer is not None:
             for key, value in record.items():
                 if key != "epoch":
-                    self.writer.add_scalar(f"epoch/{key}", value, record["epoch"])
+                    group = "epoch" if key in ("train_loss", "lr") else "val"
+                    self.writer.add_scalar(f"{group}/{key}", value, record["epoch"])
 
     def _checkpoint(self, epoch: int) -> dict[str, Any]:
         return {
