@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import utils.metrics as metrics_module
+import utils.metrics.fmeasure as fmeasure_module
 from utils.metrics import (
     HIGHER_IS_BETTER,
     METRIC_NAMES,
@@ -176,7 +176,7 @@ def test_adaptive_threshold_tie_follows_numpy_rounding(monkeypatch: pytest.Monke
     metrics.update(pred, gt)
     assert_matches(metrics, [pred], [gt])
     # Without the exact-numpy fallback the level-histogram mean rounds the other way.
-    monkeypatch.setattr(metrics_module, "_TIE_TOLERANCE", -1.0)
+    monkeypatch.setattr(fmeasure_module, "TIE_TOLERANCE", -1.0)
     no_fallback = SODMetrics()
     no_fallback.update(pred, gt)
     assert no_fallback.compute()["adpF"] != metrics.compute()["adpF"]

@@ -1,0 +1,176 @@
+"""Shared preparation of 8-bit maps and masks, identical to PySODMetrics' ``prepare_data``."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+NUM_LEVELS = 256
+"""Number of levels of an 8-bit map."""
+
+NUM_THRESHOLDS = 256
+"""Number of thresholds of the dynamic precision/recall/F curves."""
+
+
+ArrayLike = np.ndarray | torch.Tensor
+
+
+# --------------------------------------------------------------------------------------------
+# Input conversion
+# --------------------------------------------------------------------------------------------
+
+
+def divide(x: torch.Tensor, divisor: float | torch.Tensor) -> torch.Tensor:
+    """IEEE division ``x / divisor``, correctly rounded on every device.
+
+    On CUDA, dividing by a Python scalar is computed as a multiplication by the reciprocal, which
+    can differ from numpy by one ulp; dividing by a tensor on the same device does not.
+    """
+    if not isinstance(divisor, torch.Tensor):
+        divisor = torch.tensor(divisor, dtype=x.dtype, device=x.device)
+    return x / divisor
+
+
+def prob_to_uint8(prob: torch.Tensor) -> torch.Tensor:
+    """Quantise probabilities in ``[0, 1]`` to an 8-bit map, the rule our saved PNGs use.
+
+    ``q = clamp(round(float64(p) * 255), 0, 255)`` where ``round`` is ``torch.round`` (round half
+    to even, like ``np.rint``). Values outside ``[0, 1]`` are clamped; inputs must be finite
+    (apply the sigmoid to logits first). Returns a ``torch.uint8`` tensor of the same shape.
+    """
+    scaled = prob.to(torch.float64, copy=True)
+    return scaled.mul_(255.0).round_().clamp_(0.0, 255.0).to(torch.uint8)
+
+
+def as_tensor(x: ArrayLike, device: torch.device) -> torch.Tensor:
+    """Tensor view of ``x``; numpy arrays go to ``device``, tensors stay where they are."""
+    if isinstance(x, torch.Tensor):
+        return x
+    if isinstance(x, np.ndarray):
+        return torch.from_numpy(np.ascontiguousarray(x)).to(device)
+    raise TypeError(f"expected a numpy array or a torch tensor, got {type(x).__name__}")
+
+
+def as_bhw(x: torch.Tensor, what: str) -> torch.Tensor:
+    """Reshape HxW, BxHxW or Bx1xHxW to BxHxW."""
+    if x.dim() == 2:
+        return x.unsqueeze(0)
+    if x.dim() == 3:
+        return x
+    if x.dim() == 4 and x.shape[1] == 1:
+        return x[:, 0]
+    raise ValueError(f"{what} must be HxW, BxHxW or Bx1xHxW, got shape {tuple(x.shape)}")
+
+
+def pred_to_uint8(pred: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """BxHxW prediction (uint8 map or float probability) to a uint8 map of the given size."""
+    if pred.dtype == torch.uint8:
+        if tuple(pred.shape[-2:]) == size:
+            return pred
+        resized = F.interpolate(
+            pred.to(torch.float64).unsqueeze(1), size=size, mode="bilinear", align_corners=False
+        )[:, 0]
+        return torch.round(resized).clamp_(0.0, 255.0).to(torch.uint8)
+    if pred.is_floating_point():
+        if tuple(pred.shape[-2:]) != size:
+            pred = F.interpolate(
+                pred.to(torch.float64).unsqueeze(1), size=size, mode="bilinear", align_corners=False
+            )[:, 0]
+        return prob_to_uint8(pred)
+    raise TypeError(f"prediction must be uint8 or floating point, got {pred.dtype}")
+
+
+def gt_to_mask(gt: torch.Tensor) -> torch.Tensor:
+    """BxHxW ground truth (uint8 mask, bool mask or float mask in [0, 1]) to the bool mask."""
+    if gt.dtype == torch.uint8:
+        return gt > 128
+    if gt.dtype == torch.bool:
+        return gt
+    if gt.is_floating_point():
+        return prob_to_uint8(gt) > 128
+    raise TypeError(f"ground truth must be uint8, bool or floating point, got {gt.dtype}")
+
+
+class PreparedBatch:
+    """A batch of 8-bit maps and masks, prepared once and shared by all accumulators.
+
+    Everything is derived from ``pred_uint8`` (BxHxW uint8) and ``gt`` (BxHxW bool, the
+    ``gt_uint8 > 128`` of PySODMetrics) and computed lazily on first access, on their device:
+
+    * ``pred``: the float64 map of PySODMetrics' ``prepare_data``: ``p = pred_uint8 / 255``,
+      stretched per image to ``(p - p.min()) / (p.max() - p.min())`` unless the map is constant;
+    * ``lut``: Bx256 float64, the prepared value of each 8-bit level (``pred`` is ``lut[u]``,
+      bit-identical to numpy's per-pixel computation);
+    * ``level_counts``: Bx2x256 int64, number of background (``[:, 0]``) and foreground
+      (``[:, 1]``) pixels at each 8-bit level.
+
+    Metrics that only depend on the value of each pixel (MAE, F-measure) work on the 256-level
+    histograms instead of the pixels; the others (S-measure, E-measure, weighted F) use ``pred``.
+    """
+
+    def __init__(self, pred_uint8: torch.Tensor, gt: torch.Tensor) -> None:
+        if pred_uint8.dtype != torch.uint8 or gt.dtype != torch.bool:
+            raise TypeError("PreparedBatch expects a uint8 prediction and a bool ground truth")
+        if pred_uint8.dim() != 3 or pred_uint8.shape != gt.shape:
+            raise ValueError(
+                f"expected BxHxW tensors of equal shape, got {tuple(pred_uint8.shape)} and "
+                f"{tuple(gt.shape)}"
+            )
+        if gt.numel() == 0:
+            raise ValueError(f"empty images or batch: shape {tuple(gt.shape)}")
+        self.pred_uint8 = pred_uint8
+        self.gt = gt
+        self.batch_size = int(gt.shape[0])
+        self.num_pixels = int(gt.shape[1] * gt.shape[2])
+        self.device = gt.device
+        self._cache: dict[str, torch.Tensor] = {}
+
+    @property
+    def level_counts(self) -> torch.Tensor:
+        if "level_counts" not in self._cache:
+            # One bincount over (image, gt, level); int32 halves the memory traffic of the index.
+            index = self.gt.to(torch.int32) * NUM_LEVELS
+            index += self.pred_uint8
+            offsets = torch.arange(self.batch_size, dtype=torch.int32, device=self.device)
+            index += (offsets * (2 * NUM_LEVELS)).view(-1, 1, 1)
+            counts = torch.bincount(index.flatten(), minlength=self.batch_size * 2 * NUM_LEVELS)
+            self._cache["level_counts"] = counts.view(self.batch_size, 2, NUM_LEVELS)
+        return self._cache["level_counts"]
+
+    @property
+    def gt_count(self) -> torch.Tensor:
+        """Foreground pixels per image (int64, B)."""
+        return self.level_counts[:, 1].sum(dim=1)
+
+    @property
+    def lut(self) -> torch.Tensor:
+        if "lut" not in self._cache:
+            present = self.level_counts.sum(dim=1) > 0  # B x 256
+            levels = torch.arange(NUM_LEVELS, device=self.device)
+            lowest = torch.where(present, levels, NUM_LEVELS).amin(dim=1)
+            highest = torch.where(present, levels, -1).amax(dim=1)
+            scaled = divide(levels.to(torch.float64), 255.0)  # exactly numpy's pred / 255
+            lo, hi = scaled[lowest][:, None], scaled[highest][:, None]
+            constant = hi == lo
+            # For constant maps (p - 0) / 1 == p exactly, so one expression covers both cases.
+            lo = torch.where(constant, 0.0, lo)
+            span = torch.where(constant, 1.0, hi - lo)
+            self._cache["lut"] = divide(scaled[None, :] - lo, span)
+        return self._cache["lut"]
+
+    def pred_image(self, index: int) -> torch.Tensor:
+        """The float64 prepared map (HxW) of one image."""
+        return self.lut[index][self.pred_uint8[index].to(torch.int64)]
+
+    @property
+    def pred(self) -> torch.Tensor:
+        if "pred" not in self._cache:
+            flat = self.pred_uint8.reshape(self.batch_size, -1).to(torch.int64)
+            self._cache["pred"] = self.lut.gather(1, flat).view(self.pred_uint8.shape)
+        return self._cache["pred"]
+
+
+def prepare_batch(pred_uint8: torch.Tensor, gt_uint8: torch.Tensor) -> PreparedBatch:
+    """PySODMetrics' ``prepare_data`` for a batch of BxHxW uint8 maps and uint8 masks."""
+    return PreparedBatch(pred_uint8, gt_uint8 > 128)

@@ -1,0 +1,149 @@
+"""``SODMetrics``: the front end that prepares each batch once and feeds every accumulator."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from utils.metrics.base import Accumulator
+from utils.metrics.fmeasure import FmeasureAccumulator, MAEAccumulator
+from utils.metrics.prepare import (
+    PreparedBatch,
+    as_bhw,
+    as_tensor,
+    gt_to_mask,
+    pred_to_uint8,
+)
+
+FAMILIES: tuple[type[Accumulator], ...] = (MAEAccumulator, FmeasureAccumulator)
+"""The metric families, in the order of their metrics in results."""
+
+HIGHER_IS_BETTER: dict[str, bool] = {
+    name: higher for family in FAMILIES for name, higher in family.HIGHER_IS_BETTER.items()
+}
+"""Every metric :class:`SODMetrics` can compute, and whether a larger value is better."""
+
+METRIC_NAMES: tuple[str, ...] = tuple(HIGHER_IS_BETTER)
+
+
+class SODMetrics:
+    """The SOD metrics of a dataset (all of ``HIGHER_IS_BETTER``, or those named in ``metrics``),
+    matching PySODMetrics 1.6.2.
+
+    ``update(pred, gt)`` accepts a batch in either form (numpy arrays or tensors):
+
+    * 8-bit maps as read from PNG files: ``pred`` uint8 and ``gt`` uint8, HxW or BxHxW (or
+      Bx1xHxW); the result equals PySODMetrics ``MAE``/``Fmeasure`` fed the same images;
+    * model outputs: ``pred`` float probabilities in [0, 1], Bx1xHxW or BxHxW, quantised with
+      :func:`prob_to_uint8` (``clamp(round(p * 255), 0, 255)``, the rule of our saved PNG maps);
+      a float ``gt`` in [0, 1] (``mask_uint8 / 255``) is recovered as ``round(gt * 255)``, a bool
+      ``gt`` as 0/255. The numbers thus equal those of evaluating the saved PNG files.
+
+    If a prediction's HxW differs from its ground truth's, the prediction is resized to the gt
+    size before quantisation/scoring: bilinear, ``align_corners=False``, in float64, applied to
+    the probability (float input) or to the 0..255 values of the uint8 map (then rounded half to
+    even and clamped to uint8). ``pred`` and ``gt`` may also be equal-length lists of single
+    images (HxW) of different sizes.
+
+    Computation runs on the device of the input tensors (numpy inputs go to ``device``); the
+    state lives on ``device``.
+    """
+
+    HIGHER_IS_BETTER: dict[str, bool] = HIGHER_IS_BETTER
+    METRIC_NAMES: tuple[str, ...] = METRIC_NAMES
+
+    def __init__(
+        self, device: torch.device | str = "cpu", metrics: Sequence[str] | None = None
+    ) -> None:
+        self.device = torch.device(device)
+        wanted = METRIC_NAMES if metrics is None else tuple(metrics)
+        unknown = [name for name in wanted if name not in HIGHER_IS_BETTER]
+        if unknown or not wanted:
+            raise ValueError(
+                f"unknown metric {unknown[0] if unknown else None!r}; "
+                f"available: {', '.join(METRIC_NAMES)}"
+            )
+        self.names = tuple(name for name in METRIC_NAMES if name in wanted)
+        self._accumulators: tuple[Accumulator, ...] = tuple(
+            family(self.device)
+            for family in FAMILIES
+            if any(name in family.HIGHER_IS_BETTER for name in self.names)
+        )
+
+    def reset(self) -> None:
+        """Drop all accumulated images."""
+        for acc in self._accumulators:
+            acc.reset()
+
+    def state_tensors(self) -> list[torch.Tensor]:
+        """The live float64 state tensors of all accumulators (sums and image counts).
+
+        Summing them across processes in place (e.g. ``dist.all_reduce``) makes :meth:`compute`
+        return the metrics over the union of the images.
+        """
+        return [t for acc in self._accumulators for t in acc.state_tensors()]
+
+    @property
+    def num_images(self) -> int:
+        """Number of images accumulated so far."""
+        return self._accumulators[0].num_images
+
+    @torch.no_grad()
+    def update(self, pred: Any, gt: Any) -> None:
+        """Add a batch of predictions and ground truths (see the class docstring for formats)."""
+        if isinstance(pred, Sequence) and not isinstance(pred, str | bytes):
+            self._update_list(pred, gt)
+            return
+        pred_t = as_bhw(as_tensor(pred, self.device), "pred")
+        gt_t = as_bhw(as_tensor(gt, self.device), "gt").to(pred_t.device)
+        if pred_t.shape[0] != gt_t.shape[0]:
+            raise ValueError(f"batch size mismatch: pred {pred_t.shape[0]}, gt {gt_t.shape[0]}")
+        if pred_t.shape[0] == 0:
+            return
+        mask = gt_to_mask(gt_t)
+        pred_u8 = pred_to_uint8(pred_t, (int(mask.shape[1]), int(mask.shape[2])))
+        self._update_prepared(PreparedBatch(pred_u8, mask))
+
+    def _update_list(self, preds: Sequence[Any], gts: Sequence[Any]) -> None:
+        if len(preds) != len(gts):
+            raise ValueError(f"got {len(preds)} predictions and {len(gts)} ground truths")
+        groups: dict[tuple[Any, ...], tuple[list[torch.Tensor], list[torch.Tensor]]] = {}
+        for pred, gt in zip(preds, gts, strict=True):
+            pred_t = as_bhw(as_tensor(pred, self.device), "pred")
+            gt_t = as_bhw(as_tensor(gt, self.device), "gt").to(pred_t.device)
+            mask = gt_to_mask(gt_t)
+            pred_u8 = pred_to_uint8(pred_t, (int(mask.shape[1]), int(mask.shape[2])))
+            key = (*mask.shape[1:], mask.device)
+            groups.setdefault(key, ([], []))
+            groups[key][0].append(pred_u8)
+            groups[key][1].append(mask)
+        for pred_list, mask_list in groups.values():
+            self._update_prepared(PreparedBatch(torch.cat(pred_list), torch.cat(mask_list)))
+
+    def _update_prepared(self, batch: PreparedBatch) -> None:
+        """Feed a prepared batch to every accumulator (the shared preparation is done once)."""
+        for acc in self._accumulators:
+            acc.update(batch)
+
+    def compute(self) -> dict[str, float]:
+        """``{"MAE", "maxF", "meanF", "adpF"}`` over all images; RuntimeError if there are none."""
+        if self.num_images == 0:
+            raise RuntimeError("SODMetrics.compute(): no images accumulated (call update() first)")
+        results: dict[str, float] = {}
+        for acc in self._accumulators:
+            results.update(acc.compute())
+        return {name: results[name] for name in self.names}
+
+    def curves(self) -> dict[str, np.ndarray]:
+        """Dataset-mean ``precision``, ``recall``, ``fmeasure`` curves (256 values each).
+
+        Ordered as PySODMetrics: index ``i`` is threshold ``255 - i`` on the 8-bit stretched map
+        (index 0: only pixels in bin 255 are positive; index 255: every pixel is positive).
+        """
+        for acc in self._accumulators:
+            if isinstance(acc, FmeasureAccumulator):
+                return acc.curves()
+        raise RuntimeError("SODMetrics.curves(): the F-measure is not among the metrics computed")
