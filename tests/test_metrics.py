@@ -22,6 +22,8 @@ from utils.metrics import (
 
 py_sod_metrics = pytest.importorskip("py_sod_metrics")
 
+NAMES = ("MAE", "maxF", "meanF", "adpF")  # the families tested here
+
 ATOL = 1e-12
 CURVE_KEYS = ("precision", "recall", "fmeasure")
 
@@ -54,7 +56,7 @@ def reference(preds: list[np.ndarray], gts: list[np.ndarray]) -> tuple[dict, dic
 
 def ours(preds, gts, batch: int | None = None) -> SODMetrics:
     """SODMetrics fed stacked uint8 batches (all images the same size)."""
-    metrics = SODMetrics()
+    metrics = SODMetrics(metrics=NAMES)
     preds, gts = np.stack(preds), np.stack(gts)
     step = batch or len(preds)
     for i in range(0, len(preds), step):
@@ -65,8 +67,8 @@ def ours(preds, gts, batch: int | None = None) -> SODMetrics:
 def assert_matches(metrics: SODMetrics, preds: list[np.ndarray], gts: list[np.ndarray]) -> None:
     ref_metrics, ref_curves = reference(preds, gts)
     got = metrics.compute()
-    assert list(got) == list(METRIC_NAMES)
-    for name in METRIC_NAMES:
+    assert list(got) == list(NAMES)
+    for name in NAMES:
         assert got[name] == pytest.approx(ref_metrics[name], abs=ATOL, rel=0), name
     got_curves = metrics.curves()
     for key in CURVE_KEYS:
@@ -172,12 +174,12 @@ def test_adaptive_threshold_tie_follows_numpy_rounding(monkeypatch: pytest.Monke
     pred = flat.reshape(28, 33)
     gt = np.zeros_like(pred)
     gt[:, :20] = 255
-    metrics = SODMetrics()
+    metrics = SODMetrics(metrics=NAMES)
     metrics.update(pred, gt)
     assert_matches(metrics, [pred], [gt])
     # Without the exact-numpy fallback the level-histogram mean rounds the other way.
     monkeypatch.setattr(fmeasure_module, "TIE_TOLERANCE", -1.0)
-    no_fallback = SODMetrics()
+    no_fallback = SODMetrics(metrics=NAMES)
     no_fallback.update(pred, gt)
     assert no_fallback.compute()["adpF"] != metrics.compute()["adpF"]
 
@@ -185,7 +187,7 @@ def test_adaptive_threshold_tie_follows_numpy_rounding(monkeypatch: pytest.Monke
 @pytest.mark.parametrize("name", list(edge_cases()))
 def test_edge_case_matches_reference(name: str) -> None:
     pred, gt = edge_cases()[name]
-    metrics = SODMetrics()
+    metrics = SODMetrics(metrics=NAMES)
     metrics.update(pred, gt)  # a single HxW image
     assert_matches(metrics, [pred], [gt])
 
@@ -199,7 +201,7 @@ def test_all_edge_cases_in_one_batch() -> None:
 def test_torch_uint8_input_bx1xhxw() -> None:
     rng = np.random.default_rng(3)
     preds, gts = structured_images(rng, 6, 40, 36)
-    metrics = SODMetrics()
+    metrics = SODMetrics(metrics=NAMES)
     metrics.update(
         torch.from_numpy(np.stack(preds))[:, None], torch.from_numpy(np.stack(gts))[:, None]
     )
@@ -213,7 +215,7 @@ def test_list_of_different_sizes() -> None:
         p, g = structured_images(rng, 2, h, w)
         preds += p
         gts += g
-    metrics = SODMetrics()
+    metrics = SODMetrics(metrics=NAMES)
     metrics.update(preds, gts)
     assert metrics.num_images == len(preds)
     assert_matches(metrics, preds, gts)
@@ -237,7 +239,7 @@ def test_float_path_equals_uint8_path_of_quantised_maps() -> None:
     gt_u8 = np.stack(gts)
     gt_float = torch.from_numpy(gt_u8).float().div(255.0)[:, None]  # dataset: mask_uint8 / 255
 
-    metrics = SODMetrics()
+    metrics = SODMetrics(metrics=NAMES)
     metrics.update(prob, gt_float)
 
     # The documented rule, written independently with numpy.
@@ -245,7 +247,7 @@ def test_float_path_equals_uint8_path_of_quantised_maps() -> None:
     np.testing.assert_array_equal(prob_to_uint8(prob)[:, 0].numpy(), pred_u8)
     assert_matches(metrics, list(pred_u8), list(gt_u8))
 
-    uint8_path = SODMetrics()
+    uint8_path = SODMetrics(metrics=NAMES)
     uint8_path.update(pred_u8, gt_u8)
     assert metrics.compute() == uint8_path.compute()
 
@@ -256,7 +258,7 @@ def test_float_gt_bool_gt_and_uint8_gt_agree() -> None:
     gt_u8 = np.stack(gts)
     results = []
     for gt in (gt_u8, torch.from_numpy(gt_u8 > 128), torch.from_numpy(gt_u8) / 255.0):
-        metrics = SODMetrics()
+        metrics = SODMetrics(metrics=NAMES)
         metrics.update(np.stack(preds), gt)
         results.append(metrics.compute())
     assert results[0] == results[1] == results[2]
@@ -272,7 +274,7 @@ def test_split_state_sum_equals_single_accumulator() -> None:
         mine += other  # what an all-reduce (sum) does in place
     assert first.num_images == single.num_images == 10
     got, want = first.compute(), single.compute()
-    for name in METRIC_NAMES:
+    for name in NAMES:
         assert got[name] == pytest.approx(want[name], abs=1e-14, rel=0)
     for key in CURVE_KEYS:
         np.testing.assert_allclose(first.curves()[key], single.curves()[key], atol=1e-14, rtol=0)
@@ -289,7 +291,7 @@ def test_prediction_is_resized_to_gt_size() -> None:
     # uint8 map: bilinear on the 0..255 values, rounded and clamped back to uint8
     expected = F.interpolate(small_u8.double(), size=(48, 64), mode="bilinear", align_corners=False)
     expected = expected.round().clamp(0, 255).to(torch.uint8)[:, 0].numpy()
-    metrics = SODMetrics()
+    metrics = SODMetrics(metrics=NAMES)
     metrics.update(small_u8, np.stack(gts))
     assert_matches(metrics, list(expected), gts)
 
@@ -297,7 +299,7 @@ def test_prediction_is_resized_to_gt_size() -> None:
     prob = small_u8.float() / 255.0
     expected = F.interpolate(prob.double(), size=(48, 64), mode="bilinear", align_corners=False)
     expected = prob_to_uint8(expected)[:, 0].numpy()
-    metrics = SODMetrics()
+    metrics = SODMetrics(metrics=NAMES)
     metrics.update(prob, torch.from_numpy(np.stack(gts)).float() / 255)
     assert_matches(metrics, list(expected), gts)
 
@@ -325,8 +327,8 @@ def test_prepare_batch_is_bit_identical_to_reference() -> None:
 
 
 def test_api_and_reset() -> None:
-    metrics = SODMetrics()
-    assert set(HIGHER_IS_BETTER) == set(METRIC_NAMES) == {"MAE", "maxF", "meanF", "adpF"}
+    metrics = SODMetrics(metrics=NAMES)
+    assert set(NAMES) <= set(HIGHER_IS_BETTER) and set(HIGHER_IS_BETTER) == set(METRIC_NAMES)
     assert SODMetrics.HIGHER_IS_BETTER["MAE"] is False and SODMetrics.HIGHER_IS_BETTER["maxF"]
     with pytest.raises(RuntimeError, match="no images"):
         metrics.compute()
@@ -369,11 +371,11 @@ def test_cuda_matches_reference() -> None:
     cases = list(edge_cases(64, 48).values())
     preds += [p for p, _ in cases]
     gts += [g for _, g in cases]
-    metrics = SODMetrics(device="cuda")
+    metrics = SODMetrics(device="cuda", metrics=NAMES)
     metrics.update(torch.from_numpy(np.stack(preds)).cuda(), torch.from_numpy(np.stack(gts)).cuda())
     assert all(t.is_cuda for t in metrics.state_tensors())
     assert_matches(metrics, preds, gts)
     prob = torch.from_numpy(np.stack(preds)).cuda().double() / 255
-    float_path = SODMetrics(device="cuda")
+    float_path = SODMetrics(device="cuda", metrics=NAMES)
     float_path.update(prob[:, None], torch.from_numpy(np.stack(gts)).cuda().float() / 255)
     assert float_path.compute() == metrics.compute()

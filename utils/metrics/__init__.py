@@ -24,6 +24,8 @@ it in ``SODMetrics.__init__`` and add its names to ``HIGHER_IS_BETTER``.
 """
 
 from utils.metrics.base import Accumulator
+from utils.metrics.binary import BinaryAccumulator
+from utils.metrics.emeasure import EmeasureAccumulator
 from utils.metrics.fmeasure import BETA, FmeasureAccumulator, MAEAccumulator
 from utils.metrics.prepare import (
     NUM_THRESHOLDS,
@@ -31,6 +33,7 @@ from utils.metrics.prepare import (
     prepare_batch,
     prob_to_uint8,
 )
+from utils.metrics.smeasure import SmeasureAccumulator
 from utils.metrics.sod import HIGHER_IS_BETTER, METRIC_NAMES, SODMetrics
 
 __all__ = [
@@ -39,10 +42,13 @@ __all__ = [
     "METRIC_NAMES",
     "NUM_THRESHOLDS",
     "Accumulator",
+    "BinaryAccumulator",
+    "EmeasureAccumulator",
     "FmeasureAccumulator",
     "MAEAccumulator",
     "PreparedBatch",
     "SODMetrics",
+    "SmeasureAccumulator",
     "prepare_batch",
     "prob_to_uint8",
 ]

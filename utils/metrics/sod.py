@@ -8,7 +8,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from utils.distributed import all_reduce_sum_
 from utils.metrics.base import Accumulator
+from utils.metrics.binary import BinaryAccumulator
+from utils.metrics.emeasure import EmeasureAccumulator
 from utils.metrics.fmeasure import FmeasureAccumulator, MAEAccumulator
 from utils.metrics.prepare import (
     PreparedBatch,
@@ -17,8 +20,15 @@ from utils.metrics.prepare import (
     gt_to_mask,
     pred_to_uint8,
 )
+from utils.metrics.smeasure import SmeasureAccumulator
 
-FAMILIES: tuple[type[Accumulator], ...] = (MAEAccumulator, FmeasureAccumulator)
+FAMILIES: tuple[type[Accumulator], ...] = (
+    MAEAccumulator,
+    FmeasureAccumulator,
+    SmeasureAccumulator,
+    EmeasureAccumulator,
+    BinaryAccumulator,
+)
 """The metric families, in the order of their metrics in results."""
 
 HIGHER_IS_BETTER: dict[str, bool] = {
@@ -85,6 +95,11 @@ class SODMetrics:
         return the metrics over the union of the images.
         """
         return [t for acc in self._accumulators for t in acc.state_tensors()]
+
+    def all_reduce(self) -> None:
+        """Sum the state over all processes of the process group (no-op outside one), so that
+        :meth:`compute` gives the metrics of the images of every process."""
+        all_reduce_sum_(self.state_tensors())
 
     @property
     def num_images(self) -> int:
