@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import math
-import warnings
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, ClassVar
@@ -22,36 +21,8 @@ from utils.checkpoint import (
     set_rng_state,
     unwrap,
 )
+from utils.device import resolve_device
 from utils.run_dir import MetricsLog, periodic_checkpoints, write_json
-
-
-def resolve_device(spec: str) -> tuple[torch.device, list[int]]:
-    """``auto`` | ``cpu`` | ``cuda`` | GPU ids (``0``, ``0,1``) -> (device, DataParallel ids).
-
-    Without CUDA every GPU request falls back to the CPU with a warning.
-    """
-    spec = spec.strip().lower()
-    if spec == "cpu" or (spec == "auto" and not torch.cuda.is_available()):
-        return torch.device("cpu"), []
-    if not torch.cuda.is_available():
-        warnings.warn(
-            f"device {spec!r} asked for, but CUDA is not available: using the CPU", stacklevel=2
-        )
-        return torch.device("cpu"), []
-    if spec in ("auto", "cuda"):
-        return torch.device("cuda", 0), []
-    try:
-        ids = [int(part) for part in spec.split(",")]
-    except ValueError:
-        raise ValueError(
-            f"--device must be auto, cpu, cuda or GPU ids like 0 or 0,1; got {spec!r}"
-        ) from None
-    missing = [i for i in ids if i >= torch.cuda.device_count()]
-    if missing:
-        raise ValueError(
-            f"--device {spec}: no GPU {missing[0]} ({torch.cuda.device_count()} visible)"
-        )
-    return torch.device("cuda", ids[0]), ids if len(ids) > 1 else []
 
 
 class BaseTrainer(ABC):

@@ -1,0 +1,235 @@
+"""Tests of evaluate.py and utils.evaluation: pairing, reading, reports, JSON, exit codes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+import evaluate
+from utils.evaluation import EvaluationError, pair_files
+from utils.image_io import read_mask
+from utils.metrics import METRIC_NAMES, SODMetrics, prob_to_uint8
+
+ROOT = Path(__file__).resolve().parents[1]
+EXTRA_KEYS = (
+    "num_pairs",
+    "missing_predictions",
+    "unmatched_predictions",
+    "resized_predictions",
+    "unreadable",
+)
+
+
+def run_cli(*args: str | Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "evaluate.py", *map(str, args)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def smooth_maps(seed: int, count: int, shape=(32, 40)) -> tuple[np.ndarray, np.ndarray]:
+    """Float64 probabilities (blobs with noise) and the bool masks they approximate."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    probs, masks = [], []
+    for _ in range(count):
+        cy, cx, r = rng.uniform(8, shape[0] - 8), rng.uniform(8, shape[1] - 8), rng.uniform(4, 9)
+        dist = np.hypot(yy - cy, xx - cx)
+        masks.append(dist < r)
+        logits = (r - dist) / 2 + rng.normal(0, 1.0, shape)
+        probs.append(1 / (1 + np.exp(-logits)))
+    return np.stack(probs), np.stack(masks)
+
+
+def write_png(path: Path, array: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    assert cv2.imwrite(str(path), array)
+
+
+@pytest.fixture
+def folders(tmp_path: Path) -> tuple[Path, Path]:
+    """GT img_0..img_5 (img_4 as .bmp); predictions for img_0..img_4 plus extra.png; img_1 is a
+    colour PNG, img_3 has another size than its GT."""
+    probs, masks = smooth_maps(0, 6)
+    gt_dir, pred_dir = tmp_path / "gt", tmp_path / "pred"
+    for i in range(6):
+        write_png(gt_dir / f"img_{i}.{'bmp' if i == 4 else 'png'}", masks[i].astype(np.uint8) * 255)
+    for i in range(5):
+        pred = prob_to_uint8(torch.from_numpy(probs[i])).numpy()
+        if i == 1:
+            pred = cv2.cvtColor(pred, cv2.COLOR_GRAY2BGR)
+        if i == 3:
+            pred = cv2.resize(pred, (60, 48), interpolation=cv2.INTER_LINEAR)
+        write_png(pred_dir / f"img_{i}.png", pred)
+    write_png(pred_dir / "extra.png", np.zeros((8, 8), np.uint8))
+    return pred_dir, gt_dir
+
+
+# --------------------------------------------------------------------------------------------
+# The command line
+# --------------------------------------------------------------------------------------------
+
+
+def test_cli_table_json_and_reports(folders, tmp_path):
+    pred_dir, gt_dir = folders
+    out = tmp_path / "out" / "scores.json"
+    proc = run_cli("--pred", pred_dir, "--gt", gt_dir, "--json", out, "--device", "cpu")
+    assert proc.returncode == 0, proc.stderr
+
+    # the table: every metric, in SODMetrics order
+    lines = proc.stdout.splitlines()
+    assert lines[0].startswith("5 pairs")
+    rows = [line.split()[0] for line in lines if line.split()[0] in METRIC_NAMES]
+    assert rows == list(METRIC_NAMES)
+
+    # missing and extra files on stderr
+    assert "without a prediction" in proc.stderr and "img_5.png" in proc.stderr
+    assert "without a ground-truth file" in proc.stderr and "extra.png" in proc.stderr
+
+    result = json.loads(out.read_text())
+    assert list(result) == [*METRIC_NAMES, *EXTRA_KEYS]
+    assert result["num_pairs"] == 5
+    assert result["missing_predictions"] == ["img_5.png"]
+    assert result["unmatched_predictions"] == ["extra.png"]
+    assert result["resized_predictions"] == 1
+    assert result["unreadable"] == []
+
+    # the same numbers as SODMetrics fed the files (list input: resizes img_3, batches the rest)
+    pairs, _, _ = pair_files(pred_dir, gt_dir)
+    reference = SODMetrics()
+    reference.update([read_mask(p) for p, _ in pairs], [read_mask(g) for _, g in pairs])
+    for name, value in reference.compute().items():
+        assert result[name] == pytest.approx(value, abs=1e-12), name
+
+
+def test_saved_pngs_equal_float_probabilities(tmp_path):
+    """Evaluating round(p * 255) PNGs equals feeding the float probabilities to SODMetrics."""
+    probs, masks = smooth_maps(1, 7)
+    for i, (prob, mask) in enumerate(zip(probs, masks, strict=True)):
+        write_png(tmp_path / "pred" / f"{i:02d}.png", prob_to_uint8(torch.from_numpy(prob)).numpy())
+        write_png(tmp_path / "gt" / f"{i:02d}.png", mask.astype(np.uint8) * 255)
+    out = tmp_path / "scores.json"
+    proc = run_cli(
+        "--pred", tmp_path / "pred", "--gt", tmp_path / "gt", "--json", out, "--batch-size", "3"
+    )
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(out.read_text())
+
+    reference = SODMetrics()
+    reference.update(torch.from_numpy(probs[:, None]), torch.from_numpy(masks[:, None]))
+    expected = reference.compute()
+    assert result["num_pairs"] == 7
+    for name in METRIC_NAMES:
+        assert result[name] == pytest.approx(expected[name], abs=1e-12), name
+
+
+def test_missing_folder_exits_2(tmp_path, folders, capsys):
+    _, gt_dir = folders
+    assert evaluate.main(["--pred", str(tmp_path / "nope"), "--gt", str(gt_dir)]) == 2
+    err = capsys.readouterr().err
+    assert "prediction folder does not exist" in err and str(tmp_path / "nope") in err
+
+
+def test_empty_folders_exit_2(tmp_path, folders, capsys):
+    pred_dir, gt_dir = folders
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "notes.txt").write_text("not an image")
+    assert evaluate.main(["--pred", str(empty), "--gt", str(gt_dir)]) == 2
+    assert "prediction folder" in capsys.readouterr().err
+    assert evaluate.main(["--pred", str(pred_dir), "--gt", str(empty)]) == 2
+    err = capsys.readouterr().err
+    assert "ground-truth folder" in err and "holds no image file" in err
+
+
+def test_no_pair_exits_2(tmp_path, capsys):
+    write_png(tmp_path / "gt" / "a.png", np.zeros((4, 4), np.uint8))
+    write_png(tmp_path / "pred" / "b.png", np.zeros((4, 4), np.uint8))
+    assert evaluate.main(["--pred", str(tmp_path / "pred"), "--gt", str(tmp_path / "gt")]) == 2
+    err = capsys.readouterr().err
+    assert "no prediction" in err and "'a.png'" in err and "'b.png'" in err
+
+
+def test_unreadable_file_is_skipped_and_reported(folders, tmp_path, capsys):
+    pred_dir, gt_dir = folders
+    (pred_dir / "img_0.png").write_bytes(b"not a png")
+    out = tmp_path / "scores.json"
+    code = evaluate.main(["--pred", str(pred_dir), "--gt", str(gt_dir), "--json", str(out)])
+    captured = capsys.readouterr()
+    assert code == 1
+    assert "unreadable" in captured.err and str(pred_dir / "img_0.png") in captured.err
+    assert "MAE" in captured.out  # the other pairs are still scored
+    result = json.loads(out.read_text())
+    assert result["num_pairs"] == 4
+    assert len(result["unreadable"]) == 1 and "img_0.png" in result["unreadable"][0]
+
+
+def test_metric_selection(folders, capsys):
+    pred_dir, gt_dir = folders
+    wanted = list(METRIC_NAMES[::-1][:2])
+    code = evaluate.main(["--pred", str(pred_dir), "--gt", str(gt_dir), "--metrics", *wanted])
+    assert code == 0
+    out = capsys.readouterr().out
+    rows = [line.split()[0] for line in out.splitlines() if line.split()[0] in METRIC_NAMES]
+    assert rows == [name for name in METRIC_NAMES if name in wanted]
+    with pytest.raises(SystemExit) as exc:
+        evaluate.main(["--pred", str(pred_dir), "--gt", str(gt_dir), "--metrics", "nope"])
+    assert exc.value.code == 2
+
+
+# --------------------------------------------------------------------------------------------
+# Pairing
+# --------------------------------------------------------------------------------------------
+
+
+def touch_images(root: Path, *names: str) -> None:
+    for name in names:
+        write_png(root / name, np.zeros((2, 2), np.uint8))
+
+
+def rel(pairs, pred_dir: Path, gt_dir: Path) -> list[tuple[str, str]]:
+    return [
+        (p.relative_to(pred_dir).as_posix(), g.relative_to(gt_dir).as_posix()) for p, g in pairs
+    ]
+
+
+def test_pairing_by_relative_path_then_unique_name(tmp_path):
+    gt, pred = tmp_path / "gt", tmp_path / "pred"
+    touch_images(gt, "a/x.jpg", "a/y.png", "b/y.png", "z.bmp", "only_gt.png", "c/w.png")
+    touch_images(pred, "a/x.png", "a/y.png", "y.png", "z.png", "w.png", "only_pred.png")
+    (gt / "readme.txt").write_text("ignored")
+    touch_images(gt, ".hidden/q.png")
+    pairs, missing, unmatched = pair_files(pred, gt)
+    assert rel(pairs, pred, gt) == [
+        ("a/x.png", "a/x.jpg"),  # same relative path, other extension
+        ("a/y.png", "a/y.png"),
+        ("w.png", "c/w.png"),  # unique name on both sides: paired across folders
+        ("z.png", "z.bmp"),
+    ]
+    assert missing == ["b/y.png", "only_gt.png"]  # 'y' is not unique in the GT tree
+    assert unmatched == ["only_pred.png", "y.png"]
+
+
+def test_pairing_ambiguous_extension_is_an_error(tmp_path):
+    touch_images(tmp_path / "gt", "x.png")
+    touch_images(tmp_path / "pred", "x.png", "x.jpg")
+    with pytest.raises(EvaluationError, match="several extensions"):
+        pair_files(tmp_path / "pred", tmp_path / "gt")
+
+
+def test_prediction_folder_inside_gt_folder_is_skipped(tmp_path):
+    gt = tmp_path / "gt"
+    touch_images(gt, "x.png", "preds/x.png")
+    pairs, missing, unmatched = pair_files(gt / "preds", gt)
+    assert rel(pairs, gt / "preds", gt) == [("x.png", "x.png")]
+    assert missing == [] and unmatched == []

@@ -1,0 +1,245 @@
+"""Score saved prediction maps against ground-truth masks: pairing, reading, metrics, reports.
+
+Used by ``evaluate.py`` (and reusable by any script that writes maps and wants their scores).
+
+Pairing rule (:func:`pair_files`): both folders are scanned recursively for image files
+(:data:`IMAGE_EXTENSIONS`, any case; names starting with ``.`` are skipped, and so is the other
+folder when one lies inside the other). A prediction and a ground truth are paired when their
+paths relative to their folders are equal without the extension (``a/x.png`` with ``a/x.jpg``).
+A file left over on both sides is then paired by its name without extension alone, but only
+when that name occurs exactly once in the whole GT tree and once in the whole prediction tree
+(so a flat prediction folder matches a GT tree with sub-folders, and nothing is ever guessed).
+Two files of one folder with the same relative path but different extensions are an error.
+
+Reading: both files are read as 8-bit grey with :func:`utils.image_io.read_mask` (colour maps
+are converted with ``COLOR_BGR2GRAY``, alpha is dropped, 16-bit data is scaled to 8 bits). A
+file that cannot be read is skipped and reported (``"unreadable"``); the others are scored.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from utils.image_io import IMAGE_EXTENSIONS, read_mask
+from utils.metrics import SODMetrics
+
+Pair = tuple[Path, Path]
+"""``(prediction path, ground-truth path)``."""
+
+
+class EvaluationError(ValueError):
+    """A folder is missing or empty, names are ambiguous, or no pair could be scored."""
+
+
+def _scan(folder: Path, skip: Path | None) -> dict[str, Path]:
+    """``{relative path without extension (posix): path}`` of the images under ``folder``."""
+    found: dict[str, list[Path]] = {}
+    for root, dirs, names in os.walk(folder):
+        root_path = Path(root)
+        dirs[:] = sorted(
+            d
+            for d in dirs
+            if not d.startswith(".") and (skip is None or (root_path / d).resolve() != skip)
+        )
+        for name in names:
+            if name.startswith(".") or Path(name).suffix.lower() not in IMAGE_EXTENSIONS:
+                continue
+            path = root_path / name
+            found.setdefault(path.relative_to(folder).with_suffix("").as_posix(), []).append(path)
+    clashes = sorted(key for key, paths in found.items() if len(paths) > 1)
+    if clashes:
+        examples = "; ".join(
+            ", ".join(sorted(p.relative_to(folder).as_posix() for p in found[key]))
+            for key in clashes[:3]
+        )
+        raise EvaluationError(
+            f"{folder}: {len(clashes)} name(s) occur with several extensions, so the pairing is "
+            f"ambiguous: {examples}"
+        )
+    return {key: paths[0] for key, paths in found.items()}
+
+
+def _check_folder(folder: str | os.PathLike, what: str) -> Path:
+    path = Path(folder)
+    if not path.exists():
+        raise EvaluationError(f"{what} folder does not exist: {path}")
+    if not path.is_dir():
+        raise EvaluationError(f"{what} folder is not a directory: {path}")
+    return path
+
+
+def pair_files(
+    pred_dir: str | os.PathLike, gt_dir: str | os.PathLike
+) -> tuple[list[Pair], list[str], list[str]]:
+    """Pair the prediction maps under ``pred_dir`` with the masks under ``gt_dir``.
+
+    Returns ``(pairs, missing_predictions, unmatched_predictions)``: the ``(pred, gt)`` path pairs
+    sorted by GT path, the GT files without a prediction and the predictions without a GT file
+    (paths relative to their folder, posix, sorted). See the module docstring for the rule.
+    Raises :class:`EvaluationError` if a folder does not exist or holds no image, or if a name
+    is ambiguous. Finding no pair is not an error here (``pairs`` is empty).
+    """
+    pred_root = _check_folder(pred_dir, "prediction")
+    gt_root = _check_folder(gt_dir, "ground-truth")
+    pred_resolved, gt_resolved = pred_root.resolve(), gt_root.resolve()
+    gt_files = _scan(gt_root, skip=pred_resolved if pred_resolved != gt_resolved else None)
+    pred_files = _scan(pred_root, skip=gt_resolved if pred_resolved != gt_resolved else None)
+    for files, root, what in (
+        (gt_files, gt_root, "ground-truth"),
+        (pred_files, pred_root, "prediction"),
+    ):
+        if not files:
+            raise EvaluationError(
+                f"{what} folder {root} holds no image file ({', '.join(IMAGE_EXTENSIONS)})"
+            )
+
+    matched = {key: key for key in gt_files if key in pred_files}
+    # Fallback: the same file name (without extension), unique in both whole trees.
+    gt_names = Counter(key.rsplit("/", 1)[-1] for key in gt_files)
+    pred_by_name: dict[str, list[str]] = {}
+    for key in pred_files:
+        pred_by_name.setdefault(key.rsplit("/", 1)[-1], []).append(key)
+    taken = set(matched.values())
+    for key in gt_files:
+        if key in matched:
+            continue
+        name = key.rsplit("/", 1)[-1]
+        candidates = pred_by_name.get(name, [])
+        if gt_names[name] == 1 and len(candidates) == 1 and candidates[0] not in taken:
+            matched[key] = candidates[0]
+            taken.add(candidates[0])
+
+    pairs = [(pred_files[matched[key]], gt_files[key]) for key in sorted(matched)]
+    missing = sorted(
+        gt_files[key].relative_to(gt_root).as_posix() for key in gt_files if key not in matched
+    )
+    unmatched = sorted(
+        pred_files[key].relative_to(pred_root).as_posix() for key in pred_files if key not in taken
+    )
+    return pairs, missing, unmatched
+
+
+def _read_pair(pair: Pair) -> tuple[np.ndarray, np.ndarray] | str:
+    """The 8-bit prediction and mask of a pair, or the error message when one is unreadable."""
+    try:
+        return read_mask(pair[0]), read_mask(pair[1])
+    except OSError as err:
+        return str(err)
+
+
+def evaluate_pairs(
+    pairs: Sequence[Pair],
+    metrics: Sequence[str] | None = None,
+    device: torch.device | str = "cpu",
+    batch_size: int = 16,
+    workers: int = 4,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Score ``pairs`` with :class:`SODMetrics` (all metrics it knows, or those in ``metrics``).
+
+    Files are read ``batch_size`` pairs at a time (with ``workers`` threads; 0 reads in this
+    thread) and fed to :meth:`SODMetrics.update` as lists, which batches equal-size images and
+    resizes a prediction to its GT's size (bilinear on the 0..255 values). Returns the metric
+    values (in :class:`SODMetrics` order) and ``num_pairs`` (pairs scored),
+    ``resized_predictions`` (how many had another size than their GT) and ``unreadable`` (the
+    error message, naming the file, of every skipped pair). Raises :class:`EvaluationError` when
+    no pair could be read.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    scorer = SODMetrics(device, metrics)
+    unreadable: list[str] = []
+    resized = 0
+    executor = ThreadPoolExecutor(workers) if workers > 0 else None
+    try:
+        with tqdm(total=len(pairs), desc="evaluate", unit="img", disable=not progress) as bar:
+            for start in range(0, len(pairs), batch_size):
+                chunk = pairs[start : start + batch_size]
+                loaded: Iterable[tuple[np.ndarray, np.ndarray] | str] = (
+                    executor.map(_read_pair, chunk) if executor else map(_read_pair, chunk)
+                )
+                preds, gts = [], []
+                for item in loaded:
+                    if isinstance(item, str):
+                        unreadable.append(item)
+                        continue
+                    preds.append(item[0])
+                    gts.append(item[1])
+                    resized += item[0].shape != item[1].shape
+                if preds:
+                    scorer.update(preds, gts)
+                bar.update(len(chunk))
+    finally:
+        if executor:
+            executor.shutdown()
+    if scorer.num_images == 0:
+        shown = "; ".join(unreadable[:3])
+        raise EvaluationError(f"none of the {len(pairs)} pair(s) could be read: {shown}")
+    return {
+        **scorer.compute(),
+        "num_pairs": scorer.num_images,
+        "resized_predictions": resized,
+        "unreadable": unreadable,
+    }
+
+
+def evaluate_folders(
+    pred_dir: str | os.PathLike,
+    gt_dir: str | os.PathLike,
+    metrics: Sequence[str] | None = None,
+    device: torch.device | str = "cpu",
+    batch_size: int = 16,
+    workers: int = 4,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Pair the files of two folders (:func:`pair_files`) and score them (:func:`evaluate_pairs`).
+
+    Returns the JSON-ready result: every metric (in :class:`SODMetrics` order), ``num_pairs``,
+    ``missing_predictions`` (GT files without a prediction), ``unmatched_predictions``
+    (predictions without a GT file), ``resized_predictions`` and ``unreadable``. Raises
+    :class:`EvaluationError` for a missing or empty folder, an ambiguous name, when no pair is
+    found or when no pair can be read.
+    """
+    pairs, missing, unmatched = pair_files(pred_dir, gt_dir)
+    if not pairs:
+        raise EvaluationError(
+            f"no prediction in {pred_dir} matches a ground-truth file in {gt_dir} "
+            f"({len(missing)} GT files, e.g. {missing[0]!r}; {len(unmatched)} predictions, e.g. "
+            f"{unmatched[0]!r}); files are paired by relative path without extension"
+        )
+    result = evaluate_pairs(pairs, metrics, device, batch_size, workers, progress)
+    extras = ("num_pairs", "resized_predictions", "unreadable")
+    return {
+        **{name: value for name, value in result.items() if name not in extras},
+        "num_pairs": result["num_pairs"],
+        "missing_predictions": missing,
+        "unmatched_predictions": unmatched,
+        "resized_predictions": result["resized_predictions"],
+        "unreadable": result["unreadable"],
+    }
+
+
+def format_table(results: dict[str, Any], names: Iterable[str]) -> str:
+    """The metrics ``names`` of ``results`` as a two-column text table."""
+    names = list(names)
+    width = max(len("metric"), *(len(name) for name in names))
+    lines = [f"{'metric':<{width}}  value", f"{'-' * width}  ------"]
+    lines += [f"{name:<{width}}  {results[name]:.4f}" for name in names]
+    return "\n".join(lines)
+
+
+def format_file_list(title: str, files: Sequence[str], limit: int = 10) -> str:
+    """``title (count):`` and the first ``limit`` entries, one per line, then ``... and N more``."""
+    lines = [f"{title} ({len(files)}):", *(f"  {name}" for name in files[:limit])]
+    if len(files) > limit:
+        lines.append(f"  ... and {len(files) - limit} more")
+    return "\n".join(lines)
