@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
@@ -11,6 +12,8 @@ from tqdm import tqdm
 from base.base_trainer import BaseTrainer
 from utils.metrics import SODMetrics
 from utils.visual import comparison_grid
+
+TB_PR_POINTS = 127  # the most points TensorBoard's PR-curve summary stores
 
 
 class Trainer(BaseTrainer):
@@ -70,9 +73,22 @@ class Trainer(BaseTrainer):
             metrics.update(probs, masks)
             if sum(len(t[0]) for t in shown) < self.vis_samples:
                 shown.append((images, masks, probs))
-        if self.writer is not None and shown:
-            grid = comparison_grid(
-                *(torch.cat(parts)[: self.vis_samples] for parts in zip(*shown, strict=True))
-            )
-            self.writer.add_image("val/input_gt_pred", grid, epoch)
+        metrics.all_reduce()
+        if self.writer is not None:
+            self._log_validation(epoch, metrics, shown)
         return metrics.compute()
+
+    def _log_validation(
+        self, epoch: int, metrics: SODMetrics, shown: list[tuple[torch.Tensor, ...]]
+    ) -> None:
+        """TensorBoard: the dataset PR curve and the input | ground truth | prediction grid."""
+        curves = metrics.curves()  # index i is threshold 255 - i; TensorBoard wants ascending
+        points = np.round(np.linspace(255, 0, TB_PR_POINTS)).astype(int)
+        zeros = np.zeros(TB_PR_POINTS)  # the curves are means over images, not pixel counts
+        self.writer.add_pr_curve_raw(
+            "val/pr_curve", zeros, zeros, zeros, zeros, curves["precision"][points],
+            curves["recall"][points], global_step=epoch, num_thresholds=TB_PR_POINTS,
+        )  # fmt: skip
+        if shown:
+            parts = (torch.cat(p)[: self.vis_samples] for p in zip(*shown, strict=True))
+            self.writer.add_image("val/input_gt_pred", comparison_grid(*parts), epoch)
