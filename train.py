@@ -65,6 +65,12 @@ def setup_logging(run_dir: Path) -> None:
         logger.addHandler(handler)
 
 
+def without_pretrained(config: dict[str, Any]) -> dict[str, Any]:
+    """A copy of ``config`` whose ``arch.args`` has no ``pretrained`` weights file."""
+    args = {k: v for k, v in config["arch"].get("args", {}).items() if k != "pretrained"}
+    return {**config, "arch": {**config["arch"], "args": args}}
+
+
 def error_message(err: BaseException) -> str:
     """The message of ``err``; for an error re-raised from a DataLoader worker, its last line."""
     text = str(err).strip()
@@ -90,7 +96,8 @@ def main(argv: list[str] | None = None) -> Path:
 
     seed = config["seed"]
     seed_everything(seed)
-    model = cfg.build(config, "arch")
+    # A resumed run takes its weights from the checkpoint, not from arch.args.pretrained.
+    model = cfg.build(without_pretrained(config) if args.resume else config, "arch")
     logger.info("model: %s", model.summary())
     train_loader = cfg.build(config, "train_loader", seed=seed)
     val_loader = (

@@ -169,9 +169,13 @@ class U2Net(BaseModel):
 
     Training mode returns seven logit maps at the input size: the fused map, then the side maps
     of De1, De2, De3, De4, De5, En6 (official d0, d1..d6). Eval mode returns ``sigmoid(fused)``.
+    ``pretrained``: a weights file to start from (official, config-driven port or ours; see
+    ``models.pretrained``), which must hold this variant.
     """
 
-    def __init__(self, variant: str = "full", in_channels: int = 3) -> None:
+    def __init__(
+        self, variant: str = "full", in_channels: int = 3, pretrained: str | None = None
+    ) -> None:
         super().__init__()
         if variant not in VARIANTS:
             valid = ", ".join(repr(v) for v in VARIANTS)
@@ -186,6 +190,10 @@ class U2Net(BaseModel):
             nn.Conv2d(s.out_ch, 1, 3, padding=1) for s in (enc_stages[-1], *dec_stages)
         )
         self.fusion = nn.Conv2d(len(self.side_heads), 1, 1)
+        if pretrained is not None:
+            from .pretrained import read_pretrained  # late: that module imports this one
+
+            self.load_state_dict(read_pretrained(pretrained, variant, in_channels).state_dict)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
         size = x.shape[-2:]

@@ -1,0 +1,269 @@
+"""Pretrained U2Net weights from other formats: the official files, the config-driven port, ours.
+
+``load_pretrained(path)`` reads any of them with ``torch.load(..., weights_only=True)`` and returns
+a ready ``U2Net``; ``read_pretrained(path)`` returns the weights mapped to our naming (the
+``U2Net(pretrained=PATH)`` argument uses it). Formats, told apart by the key names:
+
+- official U2NET / U2NETP (``u2net.pth``, ``u2netp.pth``): ``stage1.rebnconvin.conv_s1.weight``;
+- the config-driven port: ``encode_modules.0.conv_in.conv.weight``, bare or in ``{"model": ...}``;
+- U2Seg: ``encoders.0.conv_in.conv.weight``, bare or in a checkpoint's ``state_dict``;
+
+each possibly with ``module.`` (DataParallel / DDP) or ``_orig_mod.`` (torch.compile) prefixes.
+The bias of a conv followed by BatchNorm is folded into the BN running mean
+(``running_mean - bias``), which leaves the eval-mode output unchanged.
+"""
+
+from __future__ import annotations
+
+import argparse
+import pickle
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import torch
+
+from .u2net import VARIANTS, U2Net
+
+OFFICIAL = "official U2NET/U2NETP"
+PORT = "config-driven port"
+OURS = "U2Seg"
+EXAMPLES = {
+    OFFICIAL: "stage1.rebnconvin.conv_s1.weight",
+    PORT: "encode_modules.0.conv_in.conv.weight",
+    OURS: "encoders.0.conv_in.conv.weight",
+}
+_ROOTS = {
+    OFFICIAL: re.compile(r"stage[1-6]d?|side[1-6]|outconv"),
+    PORT: re.compile(r"encode_modules|decode_modules|side_modules|out_conv"),
+    OURS: re.compile(r"encoders|decoders|side_heads|fusion"),
+}
+_PORT_NAMES = {
+    "encode_modules": "encoders",
+    "decode_modules": "decoders",
+    "side_modules": "side_heads",
+    "out_conv": "fusion",
+}
+_WRAPPERS = ("module.", "_orig_mod.")  # DataParallel / DDP, torch.compile
+_SHOWN = 5  # keys listed per kind in an error
+
+
+class PretrainedWeights(NamedTuple):
+    """A state dict in our naming, with the U2Net it fits and the format it came from."""
+
+    state_dict: dict[str, torch.Tensor]
+    variant: str
+    in_channels: int
+    source: str
+
+
+def load_pretrained(path: str | Path, variant: str | None = None) -> U2Net:
+    """A U2Net in eval mode on the CPU with the weights of ``path`` (any known format).
+
+    The variant (and the number of input channels) is read from the tensor shapes; a given
+    ``variant`` must match it.
+    """
+    weights = read_pretrained(path, variant)
+    with torch.device("meta"):  # no random initialisation: every tensor comes from the file
+        model = U2Net(weights.variant, weights.in_channels)
+    model.load_state_dict(weights.state_dict, assign=True)
+    return model.eval()
+
+
+def read_pretrained(
+    path: str | Path, variant: str | None = None, in_channels: int | None = None
+) -> PretrainedWeights:
+    """The weights of ``path`` in our naming; ``variant`` / ``in_channels``, when given, must
+    match the file (else a ValueError says what the file holds)."""
+    if variant is not None and variant not in VARIANTS:
+        valid = ", ".join(repr(v) for v in VARIANTS)
+        raise ValueError(f"unknown U2Net variant {variant!r}; valid variants: {valid}")
+    weights = convert_state_dict(_load(Path(path)), name=str(path))
+    if variant is not None and variant != weights.variant:
+        raise ValueError(
+            f"{path} holds U2Net variant {weights.variant!r} ({weights.source} weights), "
+            f"not {variant!r}: set the variant to {weights.variant!r}"
+        )
+    if in_channels is not None and in_channels != weights.in_channels:
+        raise ValueError(
+            f"{path} holds a U2Net with {weights.in_channels} input channels, "
+            f"not {in_channels}: set in_channels to {weights.in_channels}"
+        )
+    return weights
+
+
+def convert_state_dict(obj: Any, name: str = "state dict") -> PretrainedWeights:
+    """Map a loaded file (state dict or checkpoint dict) to our naming; ``name`` is for errors."""
+    state = _unwrap(obj, name)
+    source = _detect(state, name)
+    if source == OFFICIAL:
+        state = {_official_key(k): v for k, v in state.items()}
+    elif source == PORT:
+        state = {".".join(_PORT_NAMES.get(p, p) for p in k.split(".")): v for k, v in state.items()}
+    state = _fold_conv_biases(state)
+    variant, in_channels = _detect_variant(state, source, name)
+    _check_fits(state, variant, in_channels, source, name)
+    return PretrainedWeights(state, variant, in_channels, source)
+
+
+def _load(path: Path) -> Any:
+    """``torch.load`` with ``weights_only=True``; ``argparse.Namespace`` (the ``args`` that
+    training scripts store beside the weights) is the one class allowed besides the defaults."""
+    if not path.is_file():
+        raise FileNotFoundError(f"weights file {path} does not exist")
+    try:
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        found = re.search(r"GLOBAL (\S+)", str(err))
+        if found is None and "weights only" not in str(err).lower():
+            raise ValueError(f"{path} is not a readable PyTorch file: {err}") from err
+        what = f" (it stores {found.group(1)})" if found else ""
+        raise ValueError(
+            f"{path} is refused: it is not a weights-only file{what}, and loading it would need "
+            "arbitrary unpickling, which can run any code. If you trust its source, load it "
+            "once with torch.load(..., weights_only=False) and torch.save only its state dict."
+        ) from err
+    except (RuntimeError, EOFError, KeyError, ValueError) as err:
+        raise ValueError(f"{path} is not a readable PyTorch file: {err!r}") from err
+
+
+def _unwrap(obj: Any, name: str) -> dict[str, torch.Tensor]:
+    """The state dict inside ``obj`` (ours: ``state_dict``, the port's: ``model``), without
+    wrapper prefixes."""
+    if isinstance(obj, Mapping):
+        if obj.get("arch") not in (None, "U2Net"):
+            raise ValueError(f"{name} is a checkpoint of {obj['arch']!r}, not of U2Net")
+        for key in ("state_dict", "model"):
+            if isinstance(obj.get(key), Mapping):
+                obj = obj[key]
+                break
+    if not isinstance(obj, Mapping) or not obj:
+        raise ValueError(f"{name} holds no state dict (found {type(obj).__name__})")
+    not_tensors = [k for k, v in obj.items() if not isinstance(v, torch.Tensor)]
+    if not_tensors:
+        raise ValueError(
+            f"{name} is not a state dict: {not_tensors[0]!r} is not a tensor "
+            f"(keys: {_first(list(obj))})"
+        )
+    state = {}
+    for key, value in obj.items():
+        key = str(key)
+        while key.startswith(_WRAPPERS):
+            key = key.split(".", 1)[1]
+        state[key] = value.float() if value.is_floating_point() else value
+    return state
+
+
+def _detect(state: dict[str, torch.Tensor], name: str) -> str:
+    roots = {k.split(".", 1)[0] for k in state}
+    found = [f for f, pattern in _ROOTS.items() if any(pattern.fullmatch(r) for r in roots)]
+    if len(found) == 1:
+        return found[0]
+    with torch.device("meta"):
+        expected = list(U2Net().state_dict())
+    known = ", ".join(f"{f} ('{example}')" for f, example in EXAMPLES.items())
+    problem = f"mix the namings of {' and '.join(found)}" if found else "follow none of the namings"
+    unexpected = [k for k in state if k not in expected]
+    missing = [k for k in expected if k not in state]
+    raise ValueError(
+        f"{name}: unrecognised U2Net state dict format: its keys {problem} known here ({known}). "
+        f"First unexpected keys: {_first(unexpected)}; first missing keys: {_first(missing)}"
+    )
+
+
+def _official_key(key: str) -> str:
+    """``stage2d.rebnconv3d.conv_s1.weight`` -> ``decoders.3.decoders.2.conv.weight``."""
+    parts = key.split(".")
+    stage = re.fullmatch(r"stage([1-6])(d?)", parts[0])
+    side = re.fullmatch(r"side([1-6])", parts[0])
+    if side:
+        return ".".join(["side_heads", str(6 - int(side.group(1))), *parts[1:]])
+    if parts[0] == "outconv":
+        return ".".join(["fusion", *parts[1:]])
+    if not stage or len(parts) < 3:
+        return key  # left for the key check to report
+    n, decoder = int(stage.group(1)), bool(stage.group(2))
+    if decoder:
+        head, block = ["decoders", str(5 - n)], VARIANTS["full"][1][5 - n]
+    else:
+        head, block = ["encoders", str(n - 1)], VARIANTS["full"][0][n - 1]
+    height = block.height or 4  # RSU-4F has 4 levels; both variants have the same heights
+    conv = re.fullmatch(r"rebnconv(in|\d+)(d?)", parts[1])
+    if not conv:
+        return key
+    if conv.group(1) == "in":
+        inner = ["conv_in"]
+    elif conv.group(2):
+        inner = ["decoders", str(height - int(conv.group(1)) - 1)]
+    else:
+        inner = ["encoders", str(int(conv.group(1)) - 1)]
+    layer = {"conv_s1": "conv", "bn_s1": "bn"}.get(parts[2], parts[2])
+    return ".".join([*head, *inner, layer, *parts[3:]])
+
+
+def _fold_conv_biases(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Fold the bias of every conv followed by BatchNorm into the BN running mean (exact in eval
+    mode; in training mode BN subtracts the batch mean, which cancels a constant bias)."""
+    out = dict(state)
+    for key, bias in state.items():
+        if not key.endswith(".conv.bias"):
+            continue
+        prefix = key[: -len("conv.bias")]
+        mean = out.get(prefix + "bn.running_mean")
+        if mean is None or mean.shape != bias.shape:
+            continue  # left for the key check to report
+        out[prefix + "bn.running_mean"] = (mean.double() - bias.double()).to(mean.dtype)
+        del out[key]
+    for key in [k for k in out if k.endswith(".bn.running_mean")]:
+        out.setdefault(key[: -len("running_mean")] + "num_batches_tracked", torch.tensor(0))
+    return out
+
+
+def _detect_variant(state: dict[str, torch.Tensor], source: str, name: str) -> tuple[str, int]:
+    """The variant (from En1's mid channels) and the input channels (En1's input conv); without
+    those convs, "full" and 3 (the key check that follows then lists what is missing)."""
+    first_in, first_mid = "encoders.0.conv_in.conv.weight", "encoders.0.encoders.0.conv.weight"
+    if any(k not in state or state[k].dim() != 4 for k in (first_in, first_mid)):
+        return "full", 3
+    mid = state[first_mid].shape[0]
+    for variant, (encoders, _) in VARIANTS.items():
+        if encoders[0].mid_ch == mid:
+            return variant, state[first_in].shape[1]
+    known = ", ".join(f"{v}: {e[0].mid_ch}" for v, (e, _) in VARIANTS.items())
+    raise ValueError(
+        f"{name}: {source} weights with {mid} mid channels in the first encoder match no U2Net "
+        f"variant ({known})"
+    )
+
+
+def _check_fits(
+    state: dict[str, torch.Tensor], variant: str, in_channels: int, source: str, name: str
+) -> None:
+    with torch.device("meta"):
+        expected = U2Net(variant, in_channels).state_dict()
+    unexpected = [k for k in state if k not in expected]
+    missing = [k for k in expected if k not in state]
+    if unexpected or missing:
+        raise ValueError(
+            f"{name}: {source} state dict does not fit U2Net(variant={variant!r}): "
+            f"first unexpected keys: {_first(unexpected)}; first missing keys: {_first(missing)}"
+        )
+    wrong = [
+        f"{k} {tuple(state[k].shape)} (expected {tuple(v.shape)})"
+        for k, v in expected.items()
+        if state[k].shape != v.shape
+    ]
+    if wrong:
+        raise ValueError(
+            f"{name}: {source} state dict does not fit U2Net(variant={variant!r}): "
+            f"{len(wrong)} tensors of another shape, first: {', '.join(wrong[:_SHOWN])}"
+        )
+
+
+def _first(keys: list[str]) -> str:
+    if not keys:
+        return "none"
+    more = f" ... ({len(keys)} in all)" if len(keys) > _SHOWN else ""
+    return ", ".join(keys[:_SHOWN]) + more

@@ -1,0 +1,101 @@
+"""tools/export_onnx.py: the ONNX model matches PyTorch under onnxruntime, with free sizes."""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+from torch import nn
+
+from models import U2Net, load_pretrained
+from utils.checkpoint import save_checkpoint
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "tools" / "export_onnx.py"
+
+
+def load_tool():
+    spec = importlib.util.spec_from_file_location("export_onnx", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A lite U2Net with non-default BN statistics, saved as one of our checkpoints."""
+    torch.manual_seed(0)
+    model = U2Net("lite")
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.normal_(0, 0.2)
+                m.running_var.uniform_(0.5, 2.0)
+    path = tmp_path_factory.mktemp("run") / "checkpoint-epoch1.pth"
+    save_checkpoint({"arch": "U2Net", "epoch": 1, "state_dict": model.state_dict()}, path)
+    return path
+
+
+def test_dynamic_export_matches_pytorch_at_two_sizes(checkpoint, tmp_path):
+    out = tmp_path / "u2net.onnx"
+    command = ["tools/export_onnx.py", "-m", str(checkpoint), "-o", str(out), "--dynamic"]
+    result = subprocess.run(
+        [sys.executable, *command],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    diffs = re.findall(r"input (\S+): (\S+)", result.stdout)
+    assert [shape for shape, _ in diffs] == ["1x3x320x320", "2x3x301x261"], result.stdout
+    assert all(float(diff) < 1e-4 for _, diff in diffs), result.stdout
+
+    # Run as the README shows, at a third size.
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    image = np.random.default_rng(0).standard_normal((1, 3, 97, 131)).astype(np.float32)
+    (mask,) = session.run(None, {session.get_inputs()[0].name: image})
+    with torch.no_grad():
+        expected = load_pretrained(checkpoint)(torch.from_numpy(image)).numpy()
+    assert mask.shape == (1, 1, 97, 131)
+    assert np.abs(mask - expected).max() < 1e-4
+
+
+def test_static_export_and_a_failed_check(checkpoint, tmp_path, capsys, monkeypatch):
+    tool = load_tool()
+    out = tmp_path / "static.onnx"
+    assert tool.main(["-m", str(checkpoint), "-o", str(out), "--size", "64"]) == 0
+    assert capsys.readouterr().out.count("input 1x3x64x64: ") == 2
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    assert session.get_inputs()[0].shape == [1, 3, 64, 64]
+
+    monkeypatch.setattr(tool, "export", lambda *args, **kwargs: None)  # keep the file above
+    monkeypatch.setattr(tool, "check", lambda *args: [((1, 3, 64, 64), 0.5)])
+    assert tool.main(["-m", str(checkpoint), "-o", str(out), "--size", "64"]) == 1
+    assert "FAILED: 0.5 exceeds the tolerance 0.0001" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal without CUDA")
+def test_half_needs_cuda(checkpoint, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        load_tool().main(["-m", str(checkpoint), "-o", str(tmp_path / "x.onnx"), "--half"])
+    assert exit_info.value.code == 2
+    assert "--half needs a CUDA GPU" in capsys.readouterr().err
+    assert not (tmp_path / "x.onnx").exists()
+
+
+def test_unreadable_model_is_a_clear_error(tmp_path, capsys):
+    bogus = tmp_path / "bogus.pth"
+    torch.save({"fc.weight": torch.zeros(2, 2)}, bogus)
+    with pytest.raises(ValueError, match="unrecognised U2Net state dict format"):
+        load_tool().main(["-m", str(bogus), "-o", str(tmp_path / "x.onnx")])
+    with pytest.raises(SystemExit):
+        load_tool().main(["-m", str(bogus), "-o", str(tmp_path / "x.onnx"), "--size", "16"])
+    assert "--size must be at least 32" in capsys.readouterr().err

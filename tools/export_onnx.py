@@ -1,0 +1,192 @@
+"""Export a U2Net to ONNX (the eval-mode fused probability map) and check it with onnxruntime.
+
+``python tools/export_onnx.py -m CHECKPOINT -o model.onnx [--size 320] [--dynamic]``
+
+CHECKPOINT is one of ours or any file ``models.load_pretrained`` reads (official ``u2net.pth`` /
+``u2netp.pth``, the config-driven port). With onnxruntime installed, the ONNX model and the PyTorch
+model then run on the same random inputs (two sizes with ``--dynamic``) and the export fails when
+their largest absolute difference exceeds the tolerance (1e-4; 1e-2 with ``--half``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # run as a script: make the repository's packages importable
+    sys.path.insert(0, str(ROOT))
+
+from models import load_pretrained  # noqa: E402
+
+INPUT, OUTPUT = "image", "mask"
+MIN_SIZE = 32  # tracing below 17 px would skip resizes that larger inputs need
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("-m", "--model", required=True, help="checkpoint or pretrained weights")
+    parser.add_argument("-o", "--output", required=True, help="ONNX file to write")
+    parser.add_argument(
+        "--size", type=int, default=320, help="square input size of the export (default 320)"
+    )
+    parser.add_argument(
+        "--dynamic", action="store_true", help="free batch, height and width (else 1xCxSIZExSIZE)"
+    )
+    parser.add_argument(
+        "--opset", type=int, help="ONNX opset (default 17 with torchscript, 18 with dynamo)"
+    )
+    parser.add_argument(
+        "--exporter",
+        choices=("torchscript", "dynamo"),
+        default="torchscript",
+        help="torch.onnx exporter: torchscript (default, fast) or dynamo (needs onnxscript)",
+    )
+    parser.add_argument(
+        "--half", action="store_true", help="fp16 weights and input/output (needs a CUDA GPU)"
+    )
+    parser.add_argument(
+        "--tolerance",
+        type=float,
+        help="largest absolute ONNX-vs-PyTorch difference accepted (1e-4, fp16: 1e-2)",
+    )
+    args = parser.parse_args(argv)
+    if args.size < MIN_SIZE:
+        parser.error(f"--size must be at least {MIN_SIZE}, got {args.size}")
+    if args.half and not torch.cuda.is_available():
+        parser.error(
+            "--half needs a CUDA GPU: the fp16 model is exported and checked on the GPU, "
+            "and torch sees none here"
+        )
+    if args.opset is None:
+        args.opset = 18 if args.exporter == "dynamo" else 17
+    if args.tolerance is None:
+        args.tolerance = 1e-2 if args.half else 1e-4
+    return args
+
+
+def export(
+    model: torch.nn.Module,
+    path: Path,
+    example: torch.Tensor,
+    dynamic: bool,
+    opset: int = 17,
+    exporter: str = "torchscript",
+) -> None:
+    """Write ``model`` (eval mode) to ``path``, traced on ``example``; with ``dynamic``, batch,
+    height and width are free (every resize follows the traced shapes)."""
+    axes = {0: "batch", 2: "height", 3: "width"}
+    with warnings.catch_warnings():
+        # The TorchScript exporter is deprecated but fast. It records F.interpolate(size=...) as
+        # shape-dependent; U2Net skips a resize only where the shapes always agree (RSU bottoms,
+        # RSU-4F, De1's side map) once the traced input has 17 px or more, so the graph holds
+        # for every input size.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        if exporter == "dynamo":
+            dims = {i: torch.export.Dim(name) for i, name in axes.items()}
+            torch.onnx.export(
+                model,
+                (example,),
+                str(path),
+                dynamo=True,
+                input_names=[INPUT],
+                output_names=[OUTPUT],
+                opset_version=opset,
+                dynamic_shapes=(dims,) if dynamic else None,
+                external_data=False,
+            )
+        else:
+            torch.onnx.export(
+                model,
+                (example,),
+                str(path),
+                dynamo=False,
+                input_names=[INPUT],
+                output_names=[OUTPUT],
+                opset_version=opset,
+                dynamic_axes={INPUT: axes, OUTPUT: axes} if dynamic else None,
+            )
+
+
+def check(
+    model: torch.nn.Module, path: Path, shapes: list[tuple[int, ...]]
+) -> list[tuple[tuple[int, ...], float]]:
+    """Largest absolute difference between onnxruntime and ``model`` on random inputs of each
+    shape (on the model's device and dtype)."""
+    import onnxruntime as ort
+
+    param = next(model.parameters())
+    wanted = ["CUDAExecutionProvider"] if param.is_cuda else []
+    providers = [p for p in wanted if p in ort.get_available_providers()]
+    session = ort.InferenceSession(str(path), providers=[*providers, "CPUExecutionProvider"])
+    generator = torch.Generator().manual_seed(0)
+    results = []
+    for shape in shapes:
+        x = torch.randn(shape, generator=generator).to(param.device, param.dtype)
+        with torch.no_grad():
+            expected = model(x).float().cpu().numpy()
+        (got,) = session.run([OUTPUT], {INPUT: x.cpu().numpy()})
+        results.append((shape, float(np.abs(got.astype(np.float32) - expected).max())))
+    return results
+
+
+def check_shapes(size: int, channels: int, dynamic: bool) -> list[tuple[int, ...]]:
+    """The export size, and with ``dynamic`` also batch 2 at odd, non-square sizes."""
+    if not dynamic:
+        return [(1, channels, size, size)] * 2
+    return [(1, channels, size, size), (2, channels, size * 15 // 16 | 1, size * 13 // 16 | 1)]
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    model = load_pretrained(args.model)
+    channels = model.encoders[0].conv_in.conv.in_channels
+    print(f"loaded {args.model}: U2Net {model.variant!r}, {model.num_parameters():,} parameters")
+    if args.half:
+        model = model.cuda().half()
+    param = next(model.parameters())
+    example = torch.randn(1, channels, args.size, args.size).to(param.device, param.dtype)
+    output = Path(args.output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    try:
+        export(model, output, example, args.dynamic, args.opset, args.exporter)
+    except ModuleNotFoundError as err:
+        raise ModuleNotFoundError(
+            f"the {args.exporter} exporter needs {err.name} (pip install {err.name})", name=err.name
+        ) from err
+    shape = "dynamic batch, height and width" if args.dynamic else "x".join(map(str, example.shape))
+    print(
+        f"wrote {output} ({output.stat().st_size / 2**20:.1f} MiB, opset {args.opset}, {shape}, "
+        f"{'fp16' if args.half else 'fp32'}) in {time.perf_counter() - start:.1f} s"
+    )
+    try:
+        import onnxruntime
+    except ModuleNotFoundError:
+        print("onnxruntime is not installed: skipped the check (pip install onnxruntime)")
+        return 0
+    worst = 0.0
+    print(f"onnxruntime {onnxruntime.__version__} vs PyTorch, largest absolute difference:")
+    for shape, diff in check(model, output, check_shapes(args.size, channels, args.dynamic)):
+        print(f"  input {'x'.join(map(str, shape))}: {diff:.3g}")
+        worst = max(worst, diff)
+    if not worst <= args.tolerance:
+        print(f"FAILED: {worst:.3g} exceeds the tolerance {args.tolerance:g}", file=sys.stderr)
+        return 1
+    print(f"OK: within {args.tolerance:g}")
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except (ValueError, OSError, ImportError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
