@@ -35,6 +35,7 @@ from utils.metrics.prepare import (
 )
 from utils.metrics.smeasure import SmeasureAccumulator
 from utils.metrics.sod import HIGHER_IS_BETTER, METRIC_NAMES, SODMetrics
+from utils.metrics.weighted_f import WeightedFAccumulator
 
 __all__ = [
     "BETA",
@@ -49,6 +50,7 @@ __all__ = [
     "PreparedBatch",
     "SODMetrics",
     "SmeasureAccumulator",
+    "WeightedFAccumulator",
     "prepare_batch",
     "prob_to_uint8",
 ]

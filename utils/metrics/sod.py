@@ -21,10 +21,12 @@ from utils.metrics.prepare import (
     pred_to_uint8,
 )
 from utils.metrics.smeasure import SmeasureAccumulator
+from utils.metrics.weighted_f import WeightedFAccumulator
 
 FAMILIES: tuple[type[Accumulator], ...] = (
     MAEAccumulator,
     FmeasureAccumulator,
+    WeightedFAccumulator,
     SmeasureAccumulator,
     EmeasureAccumulator,
     BinaryAccumulator,
