@@ -20,7 +20,9 @@ from utils.metrics import (
     prob_to_uint8,
 )
 
-py_sod_metrics = pytest.importorskip("py_sod_metrics")
+py_sod_metrics = pytest.importorskip(
+    "py_sod_metrics", reason="pysodmetrics (requirements-dev.txt) is the reference to compare with"
+)
 
 NAMES = ("MAE", "maxF", "meanF", "adpF")  # the families tested here
 

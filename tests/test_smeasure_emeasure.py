@@ -13,7 +13,9 @@ from utils.metrics.emeasure import EmeasureAccumulator
 from utils.metrics.prepare import prepare_batch
 from utils.metrics.smeasure import SmeasureAccumulator
 
-py_sod_metrics = pytest.importorskip("py_sod_metrics")
+py_sod_metrics = pytest.importorskip(
+    "py_sod_metrics", reason="pysodmetrics (requirements-dev.txt) is the reference to compare with"
+)
 
 ATOL = 1e-10
 SIZES = ((32, 32), (31, 45), (17, 23), (48, 40), (64, 57), (2, 3), (1, 9), (9, 1))
