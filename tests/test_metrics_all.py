@@ -72,3 +72,38 @@ def test_metric_selection_and_errors():
         SODMetrics(metrics=["bogus"])
     with pytest.raises(RuntimeError, match="no images"):
         SODMetrics().compute()
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning", "ignore::RuntimeWarning")  # the reference's
+def test_every_sod_metric_matches_pysodmetrics_on_varied_maps():
+    """All SOD metrics at once on ~200 varied pairs (random, blobs, thin lines, empty and full
+    masks, constant maps, one-pixel objects, border objects) of several odd sizes."""
+    psm = pytest.importorskip(
+        "py_sod_metrics",
+        reason="pysodmetrics (requirements-dev.txt) is the reference to compare with",
+    )
+    from test_smeasure_emeasure import all_cases
+
+    checked = 0
+    for (h, w), (preds, gts) in all_cases().items():
+        if min(h, w) < 3:
+            continue  # 1- and 2-pixel-wide images: the reference's Sm is NaN there (see README)
+        refs = [psm.MAE(), psm.Fmeasure(), psm.WeightedFmeasure(), psm.Smeasure(), psm.Emeasure()]
+        for pred, gt in zip(preds, gts, strict=True):
+            for ref in refs:
+                ref.step(pred, gt)
+        r = {k: v for ref in refs for k, v in ref.get_results().items()}
+        want = {"MAE": r["mae"], "maxF": r["fm"]["curve"].max(), "meanF": r["fm"]["curve"].mean(),
+                "adpF": r["fm"]["adp"], "wF": r["wfm"], "Sm": r["sm"],
+                "maxE": r["em"]["curve"].max(), "meanE": r["em"]["curve"].mean(),
+                "adpE": r["em"]["adp"]}  # fmt: skip
+        metrics = SODMetrics(metrics=list(want))
+        metrics.update(np.stack(preds), np.stack(gts))
+        got = metrics.compute()
+        for name, value in want.items():
+            if name == "Sm" and np.isnan(value):
+                continue  # a reference NaN (border object): tests/test_smeasure_emeasure.py
+            tolerance = 1e-6 if name == "wF" else 1e-10  # wF: distance-transform tie-breaking
+            assert got[name] == pytest.approx(value, abs=tolerance, rel=0), (name, h, w)
+        checked += len(preds)
+    assert checked >= 150
