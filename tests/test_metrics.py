@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from metric_cases import adaptive_tie_pair
 
 import utils.metrics.fmeasure as fmeasure_module
 from utils.metrics import (
@@ -170,12 +171,7 @@ def edge_cases(h: int = 20, w: int = 24) -> dict[str, tuple[np.ndarray, np.ndarr
 def test_adaptive_threshold_tie_follows_numpy_rounding(monkeypatch: pytest.MonkeyPatch) -> None:
     # 924 pixels: 7 at 255, 447 at 119, the rest 0. In exact arithmetic 2 * mean == 119 / 255, so
     # whether the 447 pixels pass ``pred >= 2 * mean`` depends on how np.mean rounds.
-    flat = np.zeros(28 * 33, np.uint8)
-    flat[:7] = 255
-    flat[7 : 7 + 447] = 119
-    pred = flat.reshape(28, 33)
-    gt = np.zeros_like(pred)
-    gt[:, :20] = 255
+    pred, gt = adaptive_tie_pair()
     metrics = SODMetrics(metrics=NAMES)
     metrics.update(pred, gt)
     assert_matches(metrics, [pred], [gt])

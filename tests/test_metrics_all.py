@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import torch
+from metric_cases import all_cases
 
 from utils.metrics import HIGHER_IS_BETTER, METRIC_NAMES, SODMetrics
 
@@ -82,8 +83,6 @@ def test_every_sod_metric_matches_pysodmetrics_on_varied_maps():
         "py_sod_metrics",
         reason="pysodmetrics (requirements-dev.txt) is the reference to compare with",
     )
-    from test_smeasure_emeasure import all_cases
-
     checked = 0
     for (h, w), (preds, gts) in all_cases().items():
         if min(h, w) < 3:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from test_training import tiny_config
+from tiny_run import tiny_config
 
 import train
 from models import U2Net, load_pretrained

@@ -8,6 +8,7 @@ from functools import cache
 import numpy as np
 import pytest
 import torch
+from metric_cases import SIZES, adaptive_tie_pair, all_cases
 
 from utils.metrics.emeasure import EmeasureAccumulator
 from utils.metrics.prepare import prepare_batch
@@ -18,7 +19,6 @@ py_sod_metrics = pytest.importorskip(
 )
 
 ATOL = 1e-10
-SIZES = ((32, 32), (31, 45), (17, 23), (48, 40), (64, 57), (2, 3), (1, 9), (9, 1))
 
 
 # --------------------------------------------------------------------------------------------
@@ -93,85 +93,6 @@ def assert_dataset_matches(sm: SmeasureAccumulator, em: EmeasureAccumulator, ref
 # --------------------------------------------------------------------------------------------
 # Test images
 # --------------------------------------------------------------------------------------------
-
-
-def to_u8(x: np.ndarray) -> np.ndarray:
-    return np.clip(np.rint(x * 255), 0, 255).astype(np.uint8)
-
-
-def mask(x: np.ndarray) -> np.ndarray:
-    return np.where(x, 255, 0).astype(np.uint8)
-
-
-def blob(h: int, w: int, cy: float, cx: float, sigma: float) -> np.ndarray:
-    yy, xx = np.mgrid[0:h, 0:w]
-    return np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * sigma**2))
-
-
-def cases(h: int, w: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    """About 30 (pred, gt) uint8 pairs of one size: random, structured and degenerate."""
-    rng = np.random.default_rng(1000 * h + w)
-    noise = rng.integers(0, 256, size=(h, w), dtype=np.uint8)
-    empty, full = np.zeros((h, w), np.uint8), np.full((h, w), 255, np.uint8)
-    yy, xx = np.mgrid[0:h, 0:w]
-    out = []
-    # random maps; gt with arbitrary grey values (only > 128 is foreground)
-    for _ in range(3):
-        out.append((rng.integers(0, 256, (h, w), np.uint8), rng.integers(0, 256, (h, w), np.uint8)))
-    # blobs: smooth, noisy, low contrast (min-max stretch), salt and pepper
-    for kind in range(4):
-        cy, cx = rng.uniform(0, h), rng.uniform(0, w)
-        radius = rng.uniform(1, max(h, w) / 2)
-        gt = mask(blob(h, w, cy, cx, radius) > np.exp(-0.5))
-        pred = blob(
-            h, w, cy + rng.normal(0, 2), cx + rng.normal(0, 2), radius * rng.uniform(0.7, 1.3)
-        )
-        if kind == 1:
-            pred = pred + rng.normal(0, 0.15, (h, w))
-        elif kind == 2:
-            pred = 0.3 + 0.1 * pred
-        elif kind == 3:
-            pred = np.where(rng.random((h, w)) < 0.05, rng.random((h, w)), pred)
-        out.append((to_u8(np.clip(pred, 0, 1)), gt))
-    # thin structures: one-pixel lines, predicted shifted and blurred
-    line = (yy == h // 2) | (xx == (w - 1) // 3) | (np.abs(yy * w - xx * h) < max(h, w) / 2)
-    out.append((to_u8(0.8 * np.roll(line, 1, axis=1) + 0.1 * rng.random((h, w))), mask(line)))
-    out.append((mask(line), mask(line)))
-    # empty and full ground truth
-    out += [(noise, empty), (noise, full), (empty, empty), (full, full), (empty, full)]
-    # constant predictions, binary predictions
-    small = (yy - h / 3) ** 2 + (xx - w / 4) ** 2 < (min(h, w) / 5) ** 2
-    for value in (0, 128, 255, 77):
-        out.append((np.full((h, w), value, np.uint8), mask(small)))
-    out.append((mask(small), mask(small)))
-    out.append((mask(~small), mask(small)))
-    out.append((np.where(small, 3, 2).astype(np.uint8), mask(small)))  # two levels
-    out.append((np.where(xx < w // 2, 128, 77).astype(np.uint8), mask(small)))
-    # one-pixel objects: random position, corners, last row / column
-    for y, x in (
-        (rng.integers(h), rng.integers(w)),
-        (0, 0),
-        (h - 1, w - 1),
-        (h - 1, 0),
-        (0, w - 1),
-    ):
-        gt = np.zeros((h, w), bool)
-        gt[y, x] = True
-        out.append((noise, mask(gt)))
-    # objects touching the last row / column
-    out.append((noise, mask(yy >= h - 2)))
-    out.append((to_u8(blob(h, w, h - 1, w / 2, 3)), mask(xx >= w - 1)))
-    out.append((noise, mask((yy >= h // 2) & (xx >= w // 2))))
-    return out
-
-
-@cache
-def all_cases() -> dict[tuple[int, int], tuple[list[np.ndarray], list[np.ndarray]]]:
-    grouped = {}
-    for h, w in SIZES:
-        pairs = cases(h, w)
-        grouped[(h, w)] = ([p for p, _ in pairs], [g for _, g in pairs])
-    return grouped
 
 
 @cache
@@ -254,12 +175,7 @@ def test_constant_quadrant_follows_numpy_mean(monkeypatch: pytest.MonkeyPatch) -
 
 def test_adaptive_threshold_tie_follows_numpy_rounding() -> None:
     # 2 * mean == 119 / 255 in exact arithmetic; np.mean's rounding decides (see test_metrics).
-    flat = np.zeros(28 * 33, np.uint8)
-    flat[:7] = 255
-    flat[7 : 7 + 447] = 119
-    pred = flat.reshape(28, 33)
-    gt = np.zeros_like(pred)
-    gt[:, :20] = 255
+    pred, gt = adaptive_tie_pair()
     assert_dataset_matches(*accumulate([pred], [gt]), reference([pred], [gt]))
 
 
