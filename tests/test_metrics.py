@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from metric_cases import adaptive_tie_pair
 
-import utils.metrics.fmeasure as fmeasure_module
+import utils.metrics.prepare as prepare_module
 from utils.metrics import (
     HIGHER_IS_BETTER,
     METRIC_NAMES,
@@ -176,7 +176,7 @@ def test_adaptive_threshold_tie_follows_numpy_rounding(monkeypatch: pytest.Monke
     metrics.update(pred, gt)
     assert_matches(metrics, [pred], [gt])
     # Without the exact-numpy fallback the level-histogram mean rounds the other way.
-    monkeypatch.setattr(fmeasure_module, "TIE_TOLERANCE", -1.0)
+    monkeypatch.setattr(prepare_module, "TIE_TOLERANCE", -1.0)
     no_fallback = SODMetrics(metrics=NAMES)
     no_fallback.update(pred, gt)
     assert no_fallback.compute()["adpF"] != metrics.compute()["adpF"]

@@ -8,7 +8,6 @@ import numpy as np
 import torch
 
 from utils.metrics.base import Accumulator
-from utils.metrics.fmeasure import FmeasureAccumulator
 from utils.metrics.prepare import NUM_THRESHOLDS, PreparedBatch, divide
 
 EPS = 2.0**-52
@@ -91,7 +90,7 @@ class EmeasureAccumulator(Accumulator):
         gt_count = batch.gt_count
 
         # Adaptive: the binarisation selects whole 8-bit levels.
-        threshold = (2.0 * FmeasureAccumulator._image_means(batch)).clamp(max=1.0)
+        threshold = (2.0 * batch.mean).clamp(max=1.0)
         selected = (lut >= threshold[:, None]).to(torch.int64)
         true_pos = (counts[:, 1] * selected).sum(dim=1, keepdim=True)
         false_pos = (counts[:, 0] * selected).sum(dim=1, keepdim=True)

@@ -13,11 +13,6 @@ from utils.metrics.prepare import NUM_THRESHOLDS, PreparedBatch, divide
 BETA = 0.3
 """Weight ``beta^2`` of the precision in the F-measure (PySODMetrics' ``beta``)."""
 
-# PySODMetrics' adaptive threshold ``min(2 * np.mean(pred), 1)`` depends on the float64 rounding
-# of ``np.mean``. Whenever a level present in the image lies this close to twice the mean, the
-# mean is recomputed with numpy (same array layout, hence the same summation order).
-TIE_TOLERANCE = 1e-9
-
 
 class MAEAccumulator(Accumulator):
     """Mean absolute error: mean over images of ``mean(|pred - gt|)``."""
@@ -87,30 +82,13 @@ class FmeasureAccumulator(Accumulator):
         denominator = torch.where(numerator == 0, 1.0, BETA * precision + recall)
         return numerator / denominator
 
-    @staticmethod
-    def _image_means(batch: PreparedBatch) -> torch.Tensor:
-        """Per-image mean of ``pred``, with the float64 rounding of ``np.mean`` near ties."""
-        counts = batch.level_counts.sum(dim=1)  # B x 256
-        lut = batch.lut
-        mean = divide((counts.to(torch.float64) * lut).sum(dim=1), float(batch.num_pixels))
-        # The rounding of the mean only matters when a level present in the image is (nearly)
-        # equal to 2 * mean; then the mean is recomputed exactly as PySODMetrics does. A zero
-        # mean (all-zero map) is exact in any summation order.
-        near = ((lut - 2.0 * mean[:, None]).abs() <= TIE_TOLERANCE) & (counts > 0)
-        near_tie = near.any(dim=1) & (mean > 0)
-        if bool(near_tie.any()):
-            mean = mean.clone()
-            for i in torch.nonzero(near_tie).flatten().tolist():
-                mean[i] = float(np.mean(batch.pred_image(i).cpu().numpy()))
-        return mean
-
     def update(self, batch: PreparedBatch) -> None:
         counts = batch.level_counts  # B x 2 x 256 (background, foreground) per 8-bit level
         lut = batch.lut
         gt_count = batch.gt_count.to(torch.float64).clamp(min=1.0)
 
         # Adaptive F-measure: the binarisation selects whole 8-bit levels.
-        threshold = (2.0 * self._image_means(batch)).clamp(max=1.0)
+        threshold = (2.0 * batch.mean).clamp(max=1.0)
         selected = (lut >= threshold[:, None]).to(torch.int64)  # B x 256
         intersection = (counts[:, 1] * selected).sum(dim=1).to(torch.float64)
         positives = (counts.sum(dim=1) * selected).sum(dim=1).to(torch.float64)

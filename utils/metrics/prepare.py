@@ -13,6 +13,11 @@ NUM_THRESHOLDS = 256
 """Number of thresholds of the dynamic precision/recall/F curves."""
 
 
+# PySODMetrics' adaptive threshold ``min(2 * np.mean(pred), 1)`` depends on the float64 rounding
+# of ``np.mean``. Whenever a level present in the image lies this close to twice the mean, the
+# mean is recomputed with numpy (same array layout, hence the same summation order).
+TIE_TOLERANCE = 1e-9
+
 ArrayLike = np.ndarray | torch.Tensor
 
 
@@ -158,6 +163,22 @@ class PreparedBatch:
             span = torch.where(constant, 1.0, hi - lo)
             self._cache["lut"] = divide(scaled[None, :] - lo, span)
         return self._cache["lut"]
+
+    @property
+    def mean(self) -> torch.Tensor:
+        """Per-image mean of ``pred`` (B float64), rounded as ``np.mean`` where it matters."""
+        if "mean" not in self._cache:
+            counts = self.level_counts.sum(dim=1)  # B x 256
+            lut = self.lut
+            mean = divide((counts.to(torch.float64) * lut).sum(dim=1), float(self.num_pixels))
+            # The rounding only matters (for the adaptive thresholds) when a level present in
+            # the image is (nearly) equal to 2 * mean; then the mean is recomputed exactly as
+            # PySODMetrics does. A zero mean (all-zero map) is exact in any summation order.
+            near = ((lut - 2.0 * mean[:, None]).abs() <= TIE_TOLERANCE) & (counts > 0)
+            for i in torch.nonzero(near.any(dim=1) & (mean > 0)).flatten().tolist():
+                mean[i] = float(np.mean(self.pred_image(i).cpu().numpy()))
+            self._cache["mean"] = mean
+        return self._cache["mean"]
 
     def pred_image(self, index: int) -> torch.Tensor:
         """The float64 prepared map (HxW) of one image."""
