@@ -10,12 +10,10 @@ empty folder, an ambiguous file name, or when no pair was found or could be read
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-from pathlib import Path
 
 from utils.device import resolve_device
-from utils.evaluation import evaluate_folders, format_file_list, format_table
+from utils.evaluation import evaluate_folders, print_report, write_results
 from utils.metrics import METRIC_NAMES
 
 
@@ -74,27 +72,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
 
-    for key, title in (
-        ("missing_predictions", "ground-truth files without a prediction (not scored)"),
-        ("unmatched_predictions", "predictions without a ground-truth file (ignored)"),
-        ("unreadable", "unreadable files (pairs skipped)"),
-    ):
-        if results[key]:
-            print(format_file_list(title, results[key]), file=sys.stderr)
-
-    names = [name for name in METRIC_NAMES if name in results]
-    print(f"{results['num_pairs']} pairs  (predictions: {args.pred}, ground truth: {args.gt})")
-    if results["resized_predictions"]:
-        print(f"{results['resized_predictions']} predictions resized to their ground truth's size")
-    print(format_table(results, names))
-
+    print_report(results, args.pred, args.gt)
     if args.json:
-        path = Path(args.json)
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps(results, indent=2) + "\n")
+            write_results(results, args.json)
         except OSError as err:
-            print(f"error: cannot write {path}: {err}", file=sys.stderr)
+            print(f"error: cannot write {args.json}: {err}", file=sys.stderr)
             return 2
     return 1 if results["unreadable"] else 0
 

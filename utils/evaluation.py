@@ -18,7 +18,9 @@ file that cannot be read is skipped and reported (``"unreadable"``); the others 
 
 from __future__ import annotations
 
+import json
 import os
+import sys
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -29,8 +31,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from utils.image_io import IMAGE_EXTENSIONS, read_mask
-from utils.metrics import SODMetrics
+from utils.image_io import IMAGE_EXTENSIONS, ImageNameClash, find_images, read_mask
+from utils.metrics import METRIC_NAMES, SODMetrics
 
 Pair = tuple[Path, Path]
 """``(prediction path, ground-truth path)``."""
@@ -38,34 +40,6 @@ Pair = tuple[Path, Path]
 
 class EvaluationError(ValueError):
     """A folder is missing or empty, names are ambiguous, or no pair could be scored."""
-
-
-def _scan(folder: Path, skip: Path | None) -> dict[str, Path]:
-    """``{relative path without extension (posix): path}`` of the images under ``folder``."""
-    found: dict[str, list[Path]] = {}
-    for root, dirs, names in os.walk(folder):
-        root_path = Path(root)
-        dirs[:] = sorted(
-            d
-            for d in dirs
-            if not d.startswith(".") and (skip is None or (root_path / d).resolve() != skip)
-        )
-        for name in names:
-            if name.startswith(".") or Path(name).suffix.lower() not in IMAGE_EXTENSIONS:
-                continue
-            path = root_path / name
-            found.setdefault(path.relative_to(folder).with_suffix("").as_posix(), []).append(path)
-    clashes = sorted(key for key, paths in found.items() if len(paths) > 1)
-    if clashes:
-        examples = "; ".join(
-            ", ".join(sorted(p.relative_to(folder).as_posix() for p in found[key]))
-            for key in clashes[:3]
-        )
-        raise EvaluationError(
-            f"{folder}: {len(clashes)} name(s) occur with several extensions, so the pairing is "
-            f"ambiguous: {examples}"
-        )
-    return {key: paths[0] for key, paths in found.items()}
 
 
 def _check_folder(folder: str | os.PathLike, what: str) -> Path:
@@ -91,8 +65,15 @@ def pair_files(
     pred_root = _check_folder(pred_dir, "prediction")
     gt_root = _check_folder(gt_dir, "ground-truth")
     pred_resolved, gt_resolved = pred_root.resolve(), gt_root.resolve()
-    gt_files = _scan(gt_root, skip=pred_resolved if pred_resolved != gt_resolved else None)
-    pred_files = _scan(pred_root, skip=gt_resolved if pred_resolved != gt_resolved else None)
+    try:
+        gt_files = find_images(
+            gt_root, skip=pred_resolved if pred_resolved != gt_resolved else None
+        )
+        pred_files = find_images(
+            pred_root, skip=gt_resolved if pred_resolved != gt_resolved else None
+        )
+    except ImageNameClash as err:
+        raise EvaluationError(str(err)) from err
     for files, root, what in (
         (gt_files, gt_root, "ground-truth"),
         (pred_files, pred_root, "prediction"),
@@ -161,7 +142,9 @@ def evaluate_pairs(
     resized = 0
     executor = ThreadPoolExecutor(workers) if workers > 0 else None
     try:
-        with tqdm(total=len(pairs), desc="evaluate", unit="img", disable=not progress) as bar:
+        with tqdm(
+            total=len(pairs), desc="evaluate", unit="img", disable=None if progress else True
+        ) as bar:
             for start in range(0, len(pairs), batch_size):
                 chunk = pairs[start : start + batch_size]
                 loaded: Iterable[tuple[np.ndarray, np.ndarray] | str] = (
@@ -243,3 +226,28 @@ def format_file_list(title: str, files: Sequence[str], limit: int = 10) -> str:
     if len(files) > limit:
         lines.append(f"  ... and {len(files) - limit} more")
     return "\n".join(lines)
+
+
+def print_report(
+    results: dict[str, Any], pred_dir: str | os.PathLike, gt_dir: str | os.PathLike
+) -> None:
+    """Print the result of :func:`evaluate_folders`: file lists (missing, unmatched, unreadable)
+    on stderr, then the pair count and the metric table on stdout."""
+    for key, title in (
+        ("missing_predictions", "ground-truth files without a prediction (not scored)"),
+        ("unmatched_predictions", "predictions without a ground-truth file (ignored)"),
+        ("unreadable", "unreadable files (pairs skipped)"),
+    ):
+        if results[key]:
+            print(format_file_list(title, results[key]), file=sys.stderr)
+    print(f"{results['num_pairs']} pairs  (predictions: {pred_dir}, ground truth: {gt_dir})")
+    if results["resized_predictions"]:
+        print(f"{results['resized_predictions']} predictions resized to their ground truth's size")
+    print(format_table(results, [name for name in METRIC_NAMES if name in results]))
+
+
+def write_results(results: dict[str, Any], path: str | os.PathLike) -> None:
+    """Write ``results`` as indented JSON, creating the parent folders."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(results, indent=2) + "\n")

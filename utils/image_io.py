@@ -1,13 +1,56 @@
-"""Fast image and mask reading with OpenCV: 8-bit RGB images and 8-bit greyscale masks."""
+"""Image files with OpenCV: finding them, reading 8-bit RGB images and masks, writing atomically."""
 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import cv2
 import numpy as np
 
+from utils.atomic import atomic_write
+
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+
+
+class ImageNameClash(ValueError):
+    """Two image files of one folder differ only in their extension."""
+
+
+def find_images(folder: str | os.PathLike, skip: Path | None = None) -> dict[str, Path]:
+    """``{relative path without extension (posix): path}`` of the images under ``folder``.
+
+    The search is recursive and sorted; extensions (:data:`IMAGE_EXTENSIONS`) match in any case;
+    names starting with ``.`` are skipped, and so is the folder ``skip`` (a resolved path), e.g.
+    an output folder inside the input folder. Raises :class:`ImageNameClash` when two files
+    differ only in their extension (``a/x.jpg`` and ``a/x.png``), as their outputs or pairings
+    would collide.
+    """
+    folder = Path(folder)
+    found: dict[str, list[Path]] = {}
+    for root, dirs, names in os.walk(folder):
+        root_path = Path(root)
+        dirs[:] = sorted(
+            d
+            for d in dirs
+            if not d.startswith(".") and (skip is None or (root_path / d).resolve() != skip)
+        )
+        for name in sorted(names):
+            if name.startswith(".") or Path(name).suffix.lower() not in IMAGE_EXTENSIONS:
+                continue
+            path = root_path / name
+            found.setdefault(path.relative_to(folder).with_suffix("").as_posix(), []).append(path)
+    clashes = sorted(key for key, paths in found.items() if len(paths) > 1)
+    if clashes:
+        examples = "; ".join(
+            ", ".join(sorted(p.relative_to(folder).as_posix() for p in found[key]))
+            for key in clashes[:3]
+        )
+        raise ImageNameClash(
+            f"{folder}: {len(clashes)} name(s) occur with several extensions, so their outputs or "
+            f"pairings would collide: {examples}"
+        )
+    return {key: paths[0] for key, paths in found.items()}
 
 
 def _decode(path: str | os.PathLike, expected: str) -> np.ndarray:
@@ -56,3 +99,23 @@ def read_mask(path: str | os.PathLike) -> np.ndarray:
     if array.ndim == 2:
         return array
     return cv2.cvtColor(array, cv2.COLOR_BGRA2GRAY if array.shape[2] == 4 else cv2.COLOR_BGR2GRAY)
+
+
+def write_image(path: str | os.PathLike, array: np.ndarray, quality: int = 95) -> None:
+    """Write an HxW grey, HxWx3 RGB or HxWx4 RGBA uint8 ``array`` to ``path`` atomically.
+
+    The format follows the extension (JPEG at ``quality``); the parent folders are created. The
+    file is encoded in memory and written to a temporary file that is renamed, so a failure
+    never leaves a truncated image, and a file already at ``path`` stays intact until then.
+    """
+    path = Path(path)
+    if array.ndim == 3:
+        code = cv2.COLOR_RGBA2BGRA if array.shape[2] == 4 else cv2.COLOR_RGB2BGR
+        array = cv2.cvtColor(array, code)
+    params = [cv2.IMWRITE_JPEG_QUALITY, quality] if path.suffix.lower() in (".jpg", ".jpeg") else []
+    ok, encoded = cv2.imencode(path.suffix, array, params)
+    if not ok:
+        raise OSError(f"cannot encode {path} as {path.suffix}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_write(path) as f:
+        f.write(encoded.tobytes())
