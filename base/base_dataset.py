@@ -13,8 +13,10 @@ from torch.utils.data import Dataset
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
-_MEAN_255 = np.array(IMAGENET_MEAN, dtype=np.float32)[:, None, None] * 255
-_INV_STD_255 = 1 / (np.array(IMAGENET_STD, dtype=np.float32)[:, None, None] * 255)
+# Normalisation of 0..255 pixels as (x - MEAN_255) * INV_STD_255, in float32 (3x1x1 arrays);
+# inference applies the same float32 operations, so its inputs equal the validation inputs.
+MEAN_255 = np.array(IMAGENET_MEAN, dtype=np.float32)[:, None, None] * 255
+INV_STD_255 = 1 / (np.array(IMAGENET_STD, dtype=np.float32)[:, None, None] * 255)
 _GREY_WEIGHTS = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # RGB -> luma
 _PAD_COLOUR = tuple(round(v * 255) for v in IMAGENET_MEAN)  # normalises to ~0
 
@@ -125,8 +127,8 @@ class BaseDataSet(Dataset):
         image = np.ascontiguousarray(image.transpose(2, 0, 1)).astype(np.float32)  # 3xHxW
         if self.augment and self.color_jitter:
             self._jitter(image, rng)
-        image -= _MEAN_255
-        image *= _INV_STD_255
+        image -= MEAN_255
+        image *= INV_STD_255
         mask = np.multiply(mask, np.float32(1 / 255), dtype=np.float32)
         return torch.from_numpy(image), torch.from_numpy(mask[None])
 

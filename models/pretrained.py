@@ -56,6 +56,7 @@ class PretrainedWeights(NamedTuple):
     variant: str
     in_channels: int
     source: str
+    config: dict[str, Any] | None = None  # the training config stored in a U2Seg checkpoint
 
 
 def load_pretrained(path: str | Path, variant: str | None = None) -> U2Net:
@@ -64,7 +65,11 @@ def load_pretrained(path: str | Path, variant: str | None = None) -> U2Net:
     The variant (and the number of input channels) is read from the tensor shapes; a given
     ``variant`` must match it.
     """
-    weights = read_pretrained(path, variant)
+    return model_from_weights(read_pretrained(path, variant))
+
+
+def model_from_weights(weights: PretrainedWeights) -> U2Net:
+    """The U2Net that ``weights`` fit, holding them, in eval mode on the CPU."""
     with torch.device("meta"):  # no random initialisation: every tensor comes from the file
         model = U2Net(weights.variant, weights.in_channels)
     model.load_state_dict(weights.state_dict, assign=True)
@@ -95,6 +100,7 @@ def read_pretrained(
 
 def convert_state_dict(obj: Any, name: str = "state dict") -> PretrainedWeights:
     """Map a loaded file (state dict or checkpoint dict) to our naming; ``name`` is for errors."""
+    config = obj.get("config") if isinstance(obj, Mapping) else None
     state = _unwrap(obj, name)
     source = _detect(state, name)
     if source == OFFICIAL:
@@ -104,7 +110,9 @@ def convert_state_dict(obj: Any, name: str = "state dict") -> PretrainedWeights:
     state = _fold_conv_biases(state)
     variant, in_channels = _detect_variant(state, source, name)
     _check_fits(state, variant, in_channels, source, name)
-    return PretrainedWeights(state, variant, in_channels, source)
+    return PretrainedWeights(
+        state, variant, in_channels, source, dict(config) if isinstance(config, Mapping) else None
+    )
 
 
 def _load(path: Path) -> Any:

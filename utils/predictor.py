@@ -1,0 +1,228 @@
+"""Probability maps at each image's original size: single, multi-scale and sliding-window modes.
+
+Every mode takes 8-bit RGB images (as read by :func:`utils.image_io.read_image`) and returns
+float32 HxW saliency probabilities on the predictor's device, computed as follows.
+
+- Input: resized with ``cv2.INTER_LINEAR`` (the validation pipeline's resize) and normalised with
+  the same float32 operations as the datasets, so an image at the validation size gets exactly
+  the validation input.
+- ``single``: one forward at ``size`` x ``size``; ``multiscale``: one per scale, at
+  ``round(size * scale)`` squared; ``sliding``: the image (optionally resized by ``scale``) is
+  cut into ``window`` squares every ``stride`` pixels, the last ones shifted inside the border,
+  predicted in batches and blended with normalised weights (see :mod:`utils.windows`).
+- Output: each prediction is resized bilinearly to the original size (antialiased when
+  shrinking) and the predictions are averaged there.
+- ``flip``: the mirrored image goes through the same pipeline and its result is mirrored back
+  before averaging, so a left-right symmetric image gets an exactly symmetric map.
+- ``post_norm``: the official test script's per-image min-max normalisation of the final map.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from base.base_dataset import INV_STD_255, MEAN_255
+from utils.windows import blend_weights, window_grid
+
+MODES = ("single", "multiscale", "sliding")
+
+
+@dataclass(frozen=True)
+class PredictOptions:
+    """How to predict; see the module docstring. ``stride`` defaults to ``window`` less the
+    ``overlap`` fraction of it; ``batch_size`` counts images (single, multiscale) or windows."""
+
+    mode: str = "single"
+    size: int = 320
+    scales: tuple[float, ...] = (1.0,)
+    flip: bool = False
+    window: int = 512
+    overlap: float = 0.25
+    stride: int | None = None
+    scale: float = 1.0
+    blend: str = "gaussian"
+    batch_size: int = 8
+    post_norm: bool = False
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"unknown mode {self.mode!r}; valid: {', '.join(MODES)}")
+        for name in ("size", "window", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if not self.scales or min(self.scales) <= 0 or self.scale <= 0:
+            raise ValueError(f"scales must be positive, got {self.scales} and {self.scale}")
+        if not 0 <= self.overlap < 1:
+            raise ValueError(f"overlap must be in [0, 1), got {self.overlap}")
+        if self.stride is not None and not 1 <= self.stride <= self.window:
+            raise ValueError(
+                f"stride must be between 1 and the window ({self.window}), got {self.stride}: a "
+                "larger stride would leave pixels unpredicted"
+            )
+
+    @property
+    def window_stride(self) -> int:
+        if self.stride is not None:
+            return self.stride
+        return max(1, self.window - round(self.window * self.overlap))
+
+
+def default_batch_size(device: torch.device) -> int:
+    """8 on a GPU; 1 on the CPU, where batching does not speed convolutions up and multiplies
+    the activation memory (a lite U2Net at 512x512: about 0.45 GiB per window)."""
+    return 8 if device.type == "cuda" else 1
+
+
+def resize_probability(prob: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Bilinear resize (``align_corners=False``) of an HxW map; antialiased when shrinking."""
+    if tuple(prob.shape) == tuple(size):
+        return prob
+    shrink = size[0] < prob.shape[0] or size[1] < prob.shape[1]
+    return F.interpolate(
+        prob[None, None], size=size, mode="bilinear", align_corners=False, antialias=shrink
+    )[0, 0]
+
+
+def min_max_normalise(prob: torch.Tensor) -> torch.Tensor:
+    """``(p - min) / (max - min)``, the official post-normalisation; a constant map is kept."""
+    low, high = prob.min(), prob.max()
+    return (prob - low) / (high - low) if high > low else prob
+
+
+class Predictor:
+    """Runs a U2Net (in eval mode, returning probabilities) on images; see the module docstring.
+
+    ``amp``: autocast the forward (float16 on CUDA, bfloat16 on the CPU); ``channels_last``: the
+    model and its inputs in channels-last memory format.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        options: PredictOptions,
+        device: torch.device | str = "cpu",
+        amp: bool = False,
+        channels_last: bool = False,
+    ) -> None:
+        self.device = torch.device(device)
+        self.options = options
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        self.model = model.eval().to(self.device, memory_format=self.memory_format)
+        self.amp_dtype = (
+            (torch.float16 if self.device.type == "cuda" else torch.bfloat16) if amp else None
+        )
+        self._mean = torch.from_numpy(MEAN_255).to(self.device)
+        self._inv_std = torch.from_numpy(INV_STD_255).to(self.device)
+
+    @torch.inference_mode()
+    def forward(self, batch: torch.Tensor) -> torch.Tensor:
+        """Probabilities (BxHxW float32) for a BxHxWx3 uint8 RGB batch on the device."""
+        x = batch.permute(0, 3, 1, 2).float().contiguous(memory_format=self.memory_format)
+        x -= self._mean
+        x *= self._inv_std
+        autocast = (
+            torch.autocast(self.device.type, dtype=self.amp_dtype)
+            if self.amp_dtype
+            else contextlib.nullcontext()
+        )
+        with autocast:
+            prob = self.model(x)
+        return prob[:, 0].float()
+
+    def predict(
+        self, images: Sequence[np.ndarray], on_windows: Callable[[int], None] | None = None
+    ) -> list[torch.Tensor]:
+        """The HxW probability map of each HxWx3 uint8 RGB image, on the device.
+
+        ``on_windows(n)`` is called after each batch of ``n`` windows in sliding mode.
+        """
+        opts = self.options
+        if opts.mode == "sliding":
+            per_scale = [
+                self._flip_averaged(images, lambda v: [self._slide(x, on_windows) for x in v])
+            ]
+        else:
+            scales = opts.scales if opts.mode == "multiscale" else (1.0,)
+            per_scale = [
+                self._flip_averaged(images, lambda v, s=s: self._resized(v, round(opts.size * s)))
+                for s in scales
+            ]
+        probs = self._average(per_scale)
+        return [min_max_normalise(p) for p in probs] if opts.post_norm else probs
+
+    def count_windows(self, height: int, width: int) -> int:
+        """How many windows sliding mode runs on an image of this size (flip included)."""
+        opts = self.options
+        h, w = max(1, round(height * opts.scale)), max(1, round(width * opts.scale))
+        return len(window_grid(h, w, opts.window, opts.window_stride)[1]) * (1 + opts.flip)
+
+    # -- helpers ------------------------------------------------------------------------------
+
+    def _flip_averaged(
+        self,
+        images: Sequence[np.ndarray],
+        predict: Callable[[Sequence[np.ndarray]], list[torch.Tensor]],
+    ) -> list[torch.Tensor]:
+        """``predict(images)``, or with flip the sum of it and of the mirrored images'
+        predictions mirrored back (one call for both, so they share batches); the sum is
+        divided by the number of terms in :meth:`_average`."""
+        if not self.options.flip:
+            return predict(images)
+        probs = predict([*images, *(cv2.flip(image, 1) for image in images)])
+        n = len(images)
+        return [probs[i] + probs[n + i].flip(-1) for i in range(n)]
+
+    def _average(self, per_scale: list[list[torch.Tensor]]) -> list[torch.Tensor]:
+        """Average the per-scale (flip-summed) maps of each image."""
+        terms = len(per_scale) * (1 + self.options.flip)
+        totals = per_scale[0]
+        for maps in per_scale[1:]:
+            totals = [total + p for total, p in zip(totals, maps, strict=True)]
+        return [total / terms for total in totals] if terms > 1 else totals
+
+    def _resized(self, images: Sequence[np.ndarray], side: int) -> list[torch.Tensor]:
+        """Predict each image resized to ``side`` x ``side``; maps at the original sizes."""
+        side = max(1, side)
+        probs: list[torch.Tensor] = []
+        for start in range(0, len(images), self.options.batch_size):
+            chunk = images[start : start + self.options.batch_size]
+            batch = np.stack(
+                [cv2.resize(image, (side, side), interpolation=cv2.INTER_LINEAR) for image in chunk]
+            )
+            out = self.forward(torch.from_numpy(batch).to(self.device, non_blocking=True))
+            probs += [
+                resize_probability(p, image.shape[:2]) for p, image in zip(out, chunk, strict=True)
+            ]
+        return probs
+
+    def _slide(self, image: np.ndarray, on_windows: Callable[[int], None] | None) -> torch.Tensor:
+        """Blended sliding-window prediction of one image, at its original size."""
+        opts = self.options
+        height, width = image.shape[:2]
+        if opts.scale != 1:
+            size = (max(1, round(width * opts.scale)), max(1, round(height * opts.scale)))
+            scaled = cv2.resize(image, size, interpolation=cv2.INTER_LINEAR)
+        else:
+            scaled = image
+        pixels = torch.from_numpy(np.ascontiguousarray(scaled)).to(self.device)
+        (wh, ww), corners = window_grid(*pixels.shape[:2], opts.window, opts.window_stride)
+        weight = blend_weights((wh, ww), opts.blend, self.device)
+        total = torch.zeros(pixels.shape[:2], device=self.device)
+        weight_sum = torch.zeros_like(total)
+        for start in range(0, len(corners), opts.batch_size):
+            chunk = corners[start : start + opts.batch_size]
+            probs = self.forward(torch.stack([pixels[y : y + wh, x : x + ww] for y, x in chunk]))
+            for (y, x), prob in zip(chunk, probs, strict=True):
+                total[y : y + wh, x : x + ww].addcmul_(prob, weight)
+                weight_sum[y : y + wh, x : x + ww] += weight
+            if on_windows:
+                on_windows(len(chunk))
+        return resize_probability(total.div_(weight_sum), (height, width))
