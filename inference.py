@@ -1,0 +1,219 @@
+"""Predict saliency maps (and masks, cut-outs, overlays) for an image or a folder of images.
+
+``python inference.py -m CHECKPOINT -i INPUT -o OUTPUT_DIR [--mode single|multiscale|sliding]``
+
+Exit status: 0 when every image was predicted and written; 1 when some images failed (each is
+reported with its path and skipped, the others are written); 2 for a usage error (bad options,
+unreadable model, no input image) or when ``--gt`` evaluation cannot run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from models.pretrained import model_from_weights, read_pretrained
+from utils import config as cfg
+from utils.batch_prediction import list_inputs, predict_files
+from utils.cpu_memory import keep_freed_memory
+from utils.device import resolve_device
+from utils.evaluation import evaluate_folders, format_file_list, print_report, write_results
+from utils.prediction_outputs import OUTPUT_KINDS
+from utils.predictor import MODES, PredictOptions, Predictor, default_batch_size
+from utils.windows import BLENDS
+
+DEFAULT_SIZE = 320
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description="Predict saliency maps with a U2Net for an image or a folder of images.",
+    )
+    arg = parser.add_argument
+    arg("-m", "--model", required=True, help="U2Seg checkpoint, or official / ported U2Net weights")
+    arg("-c", "--config", help="config whose 'arch' builds the model for the weights of -m")
+    arg("-i", "--input", required=True, help="image file or folder (searched recursively)")
+    arg("-o", "--output", required=True, help="output folder (maps/, masks/, cutouts/, overlays/)")
+    arg("--mode", choices=MODES, default="single", help="prediction mode (default single)")
+    arg(
+        "--size",
+        type=int,
+        help="model input side (default: the config's validation base_size, else 320)",
+    )
+    arg(
+        "--scales",
+        type=float,
+        nargs="+",
+        default=[0.75, 1.0, 1.25],
+        help="multiscale: factors of --size (default 0.75 1 1.25)",
+    )
+    arg("--flip", action="store_true", help="also predict the mirrored image and average")
+    arg("--window", type=int, help="sliding: window side in pixels (default: --size)")
+    arg("--overlap", type=float, default=0.25, help="sliding: overlap fraction (default 0.25)")
+    arg("--stride", type=int, help="sliding: step between windows (instead of --overlap)")
+    arg("--scale", type=float, default=1.0, help="sliding: resize the image first (default 1)")
+    arg(
+        "--blend",
+        choices=BLENDS,
+        default="gaussian",
+        help="sliding: weights of overlapping windows (default gaussian)",
+    )
+    arg(
+        "--save",
+        default="map",
+        help=f"comma-separated outputs: {','.join(OUTPUT_KINDS)} (default map)",
+    )
+    arg(
+        "--threshold",
+        type=float,
+        default=0.5,
+        help="mask: foreground where probability >= this (default 0.5)",
+    )
+    arg(
+        "--post-norm", action="store_true", help="min-max normalise each map (official test script)"
+    )
+    arg("--gt", help="ground-truth folder: score the written maps like evaluate.py")
+    arg("--json", help="with --gt: also write the scores to this JSON file")
+    arg("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
+    arg("--amp", action="store_true", help="mixed precision: float16 on CUDA, bfloat16 on CPU")
+    arg("--channels-last", action="store_true", help="channels-last memory format")
+    arg(
+        "--batch-size",
+        type=int,
+        help="images per forward (sliding: windows); default 8 on a GPU, 1 on the CPU",
+    )
+    arg("--workers", type=int, default=2, help="threads that read and write files (default 2)")
+    args = parser.parse_args(argv)
+    args.save = tuple(dict.fromkeys(kind.strip() for kind in args.save.split(",") if kind.strip()))
+    unknown = [kind for kind in args.save if kind not in OUTPUT_KINDS]
+    if unknown or not args.save:
+        parser.error(f"--save {','.join(args.save)}: choose from {', '.join(OUTPUT_KINDS)}")
+    if args.gt and "map" not in args.save:
+        args.save = ("map", *args.save)  # --gt scores the written maps
+    if args.json and not args.gt:
+        parser.error("--json writes the --gt scores: give --gt too")
+    if not 0 <= args.threshold <= 1:
+        parser.error(f"--threshold must be in [0, 1], got {args.threshold}")
+    if args.batch_size is not None and args.batch_size < 1:
+        parser.error("--batch-size must be at least 1")
+    if args.workers < 1:
+        parser.error("--workers must be at least 1")
+    return args
+
+
+def input_size(config: dict[str, Any] | None) -> int:
+    """The validation ``base_size`` of a training config (else the train loader's), or 320."""
+    for section in ("val_loader", "train_loader"):
+        loader = (config or {}).get(section) or {}
+        size = loader.get("args", {}).get("base_size")
+        if isinstance(size, int):
+            return size
+    return DEFAULT_SIZE
+
+
+def load_model(weights: str, config_path: str | None) -> tuple[torch.nn.Module, int, str]:
+    """The model, its default input size and a description; with ``config_path`` the config's
+    ``arch`` builds the model and ``weights`` (any format) fill it."""
+    if config_path:
+        config = cfg.load_config(config_path)
+        if not isinstance(config.get("arch"), dict):
+            raise cfg.ConfigError(f"{config_path} has no 'arch' section to build the model from")
+        arch = config["arch"]
+        model = cfg.build(
+            {"arch": {**arch, "args": {**arch.get("args", {}), "pretrained": weights}}}, "arch"
+        )
+        return model.eval(), input_size(config), f"{arch['type']} from {config_path}"
+    loaded = read_pretrained(weights)
+    return (
+        model_from_weights(loaded),
+        input_size(loaded.config),
+        f"U2Net {loaded.variant!r} ({loaded.source} weights)",
+    )
+
+
+def evaluate(args: argparse.Namespace, device: torch.device) -> int:
+    """Score the written maps against ``--gt`` like evaluate.py; returns an exit status."""
+    maps = Path(args.output) / OUTPUT_KINDS["map"][0]
+    results = evaluate_folders(maps, args.gt, device=device, workers=args.workers)
+    print_report(results, maps, args.gt)
+    if args.json:
+        write_results(results, args.json)
+    return 1 if results["unreadable"] else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    keep_freed_memory()
+    try:
+        device, ids = resolve_device(args.device)
+        if ids:
+            raise ValueError(f"--device {args.device}: inference runs on one device; give one id")
+        model, default_size, description = load_model(args.model, args.config)
+        size = args.size or default_size
+        options = PredictOptions(
+            mode=args.mode,
+            size=size,
+            scales=tuple(args.scales),
+            flip=args.flip,
+            window=args.window or size,
+            overlap=args.overlap,
+            stride=args.stride,
+            scale=args.scale,
+            blend=args.blend,
+            batch_size=args.batch_size or default_batch_size(device),
+            post_norm=args.post_norm,
+        )
+        inputs = list_inputs(Path(args.input), Path(args.output))
+    except (ValueError, OSError) as err:  # ConfigError is a ValueError
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+    predictor = Predictor(model, options, device, amp=args.amp, channels_last=args.channels_last)
+    print(f"{description} on {device}; {args.mode} mode, {describe(options)}; {len(inputs)} images")
+    start = time.perf_counter()
+    written, failures = predict_files(
+        predictor, inputs, Path(args.output), args.save, args.threshold, args.workers
+    )
+    elapsed = time.perf_counter() - start
+    rate = (
+        f"{written / elapsed:.2f} images/s"
+        if written >= elapsed
+        else f"{elapsed / max(written, 1):.1f} s/image"
+    )
+    print(
+        f"{written} images written to {args.output} in {elapsed:.1f} s ({rate}); "
+        f"{len(failures)} failed"
+    )
+    if failures:
+        print(format_file_list("failed (skipped)", failures, limit=50), file=sys.stderr)
+    status = 1 if failures else 0
+    if args.gt:
+        try:
+            status = max(status, evaluate(args, device))
+        except (ValueError, OSError) as err:  # EvaluationError is a ValueError
+            print(f"error: --gt: {err}", file=sys.stderr)
+            return 2
+    return status
+
+
+def describe(options: PredictOptions) -> str:
+    """The settings of a mode in one line."""
+    if options.mode == "sliding":
+        text = (
+            f"window {options.window}, stride {options.window_stride}, scale {options.scale:g}, "
+            f"{options.blend} blending"
+        )
+    elif options.mode == "multiscale":
+        text = f"size {options.size}, scales {' '.join(f'{s:g}' for s in options.scales)}"
+    else:
+        text = f"size {options.size}"
+    return text + (", flip" if options.flip else "") + (", post-norm" if options.post_norm else "")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

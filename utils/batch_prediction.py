@@ -1,0 +1,148 @@
+"""Batch prediction of image files: listing inputs, reading ahead, predicting, writing outputs."""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import TypeVar
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from utils.image_io import IMAGE_EXTENSIONS, find_images, read_image
+from utils.metrics.prepare import prob_to_uint8
+from utils.prediction_outputs import write_outputs
+from utils.predictor import Predictor
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+def list_inputs(source: Path, output: Path) -> list[tuple[str, Path]]:
+    """``(key, path)`` of every input image; ``key`` is the output name without extension."""
+    if source.is_file():
+        return [(source.stem, source)]
+    if not source.is_dir():
+        raise FileNotFoundError(f"input {source} does not exist")
+    found = find_images(source, skip=output.resolve())
+    if not found:
+        raise FileNotFoundError(f"{source} holds no image file ({', '.join(IMAGE_EXTENSIONS)})")
+    return sorted(found.items())
+
+
+def prefetched(
+    function: Callable[[T], R], items: Iterable[T], pool: ThreadPoolExecutor, depth: int
+) -> Iterator[R]:
+    """``map(function, items)`` computed in ``pool`` at most ``depth`` items ahead, in order."""
+    pending: deque[Future[R]] = deque()
+    iterator = iter(items)
+    for item in iterator:
+        pending.append(pool.submit(function, item))
+        if len(pending) >= depth:
+            yield pending.popleft().result()
+    while pending:
+        yield pending.popleft().result()
+
+
+def read(item: tuple[str, Path]) -> tuple[str, Path, np.ndarray | str]:
+    """The image of an input, or the error message when it cannot be read."""
+    key, path = item
+    try:
+        return key, path, read_image(path)
+    except OSError as err:
+        return key, path, str(err)
+
+
+def batched(items: Iterable[T], size: int) -> Iterator[list[T]]:
+    batch: list[T] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def predict_files(
+    predictor: Predictor,
+    inputs: list[tuple[str, Path]],
+    out_dir: Path,
+    kinds: tuple[str, ...],
+    threshold: float = 0.5,
+    workers: int = 2,
+) -> tuple[int, list[str]]:
+    """Predict every ``(key, path)`` input and write its ``kinds`` of outputs (see
+    :mod:`utils.prediction_outputs`; the mask is ``probability >= threshold``).
+
+    ``workers`` threads read the next images and ``workers`` more write the outputs while the
+    model runs. An image that cannot be read or written, or that runs out of GPU memory, is
+    skipped. Returns ``(images written, failure messages naming the files)``.
+    """
+    per_batch = 1 if predictor.options.mode == "sliding" else predictor.options.batch_size
+    failures: list[str] = []
+    written = 0
+    writes: deque[tuple[Path, Future[None]]] = deque()
+
+    def settle(limit: int) -> None:
+        nonlocal written
+        while len(writes) > limit:
+            path, future = writes.popleft()
+            try:
+                future.result()
+                written += 1
+            except OSError as err:
+                failures.append(f"{path}: cannot write the outputs: {err}")
+
+    with (
+        ThreadPoolExecutor(workers) as readers,
+        ThreadPoolExecutor(workers) as writers,
+        tqdm(total=len(inputs), unit="img", desc=predictor.options.mode, disable=None) as bar,
+    ):
+        loaded = prefetched(read, inputs, readers, depth=per_batch + workers)
+        for batch in batched(loaded, per_batch):
+            good = [(key, path, image) for key, path, image in batch if not isinstance(image, str)]
+            failures += [image for _, _, image in batch if isinstance(image, str)]
+            if good:
+                try:
+                    probs = run_batch(predictor, [image for _, _, image in good])
+                except torch.cuda.OutOfMemoryError:
+                    torch.cuda.empty_cache()
+                    failures += [
+                        f"{path}: out of GPU memory; use --mode sliding or a smaller --batch-size"
+                        for _, path, _ in good
+                    ]
+                    probs = []
+                for (key, path, image), prob in zip(good, probs, strict=False):
+                    saliency = prob_to_uint8(prob).cpu().numpy()
+                    mask = (
+                        (prob >= threshold).to(torch.uint8).mul_(255).cpu().numpy()
+                        if {"mask", "overlay"} & set(kinds)
+                        else None
+                    )
+                    future = writers.submit(
+                        write_outputs, out_dir, key, kinds, image, saliency, mask
+                    )
+                    writes.append((path, future))
+            settle(limit=2 * workers)
+            bar.update(len(batch))
+        settle(limit=0)
+    return written, failures
+
+
+def run_batch(predictor: Predictor, images: list[np.ndarray]) -> list[torch.Tensor]:
+    """Predict a batch; in sliding mode a big image gets its own progress bar over windows."""
+    if predictor.options.mode != "sliding":
+        return predictor.predict(images)
+    windows = predictor.count_windows(*images[0].shape[:2])
+    with tqdm(
+        total=windows,
+        unit="win",
+        desc="windows",
+        leave=False,
+        disable=None if windows > predictor.options.batch_size else True,
+    ) as bar:
+        return predictor.predict(images, on_windows=bar.update)
