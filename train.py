@@ -5,11 +5,15 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
+from base.base_trainer import NonFiniteLossError
 from utils import config as cfg
 from utils.checkpoint import load_checkpoint, seed_everything
+from utils.distributed import LaunchError, broadcast_object, cleanup, is_main_process
+from utils.execution import Execution, setup_execution
 from utils.run_dir import new_run_dir
 
 
@@ -25,8 +29,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "-d",
         "--device",
         default="auto",
-        help="auto (default: first GPU if any, else CPU), cpu, cuda, or GPU ids "
-        "such as 0 or 0,1 (several ids: DataParallel)",
+        help="auto (default: as the config's n_gpu and distributed.mode say), cpu, cuda, or "
+        "GPU ids such as 0 or 0,1 (several ids: DataParallel); not used under DDP",
     )
     parser.add_argument(
         "--opt",
@@ -56,10 +60,16 @@ def resolve_config(args: argparse.Namespace) -> dict[str, Any]:
     return cfg.validate_config(config)
 
 
-def setup_logging(run_dir: Path) -> None:
+def setup_logging(run_dir: Path, main_process: bool = True) -> None:
+    """Log to stdout and ``train.log`` in the main process; other processes stay silent."""
     logger = logging.getLogger("u2seg")
     logger.setLevel(logging.INFO)
     logger.handlers.clear()
+    logger.propagate = main_process
+    if not main_process:
+        logger.addHandler(logging.NullHandler())
+        warnings.simplefilter("ignore")  # rank 0 shows the same warnings
+        return
     for handler in (logging.StreamHandler(sys.stdout), logging.FileHandler(run_dir / "train.log")):
         handler.setFormatter(logging.Formatter("%(asctime)s  %(message)s", "%H:%M:%S"))
         logger.addHandler(handler)
@@ -85,14 +95,18 @@ def main(argv: list[str] | None = None) -> Path:
 
     args = parse_args(argv)
     config = resolve_config(args)
-    run_dir = (
-        Path(args.resume).resolve().parent
-        if args.resume
-        else new_run_dir(config["trainer"]["save_dir"], config["name"])
-    )
-    setup_logging(run_dir)
+    launch_argv = sys.argv if argv is None else ["train.py", *argv]
+    execution = setup_execution(config, args.device, launch_argv)
+    run_dir = None
+    if args.resume:
+        run_dir = Path(args.resume).resolve().parent
+    elif execution.is_main:
+        run_dir = new_run_dir(config["trainer"]["save_dir"], config["name"])
+    run_dir = broadcast_object(run_dir)  # every process writes (if at all) into rank 0's folder
+    setup_logging(run_dir, execution.is_main)
     logger = logging.getLogger("u2seg")
     logger.info("run folder: %s", run_dir)
+    logger.info("%s", describe(execution, config))
 
     seed = config["seed"]
     seed_everything(seed)
@@ -101,7 +115,7 @@ def main(argv: list[str] | None = None) -> Path:
     logger.info("model: %s", model.summary())
     train_loader = cfg.build(config, "train_loader", seed=seed)
     val_loader = (
-        cfg.build(config, "val_loader", seed=seed)
+        cfg.build(config, "val_loader", seed=seed, evaluation=True)
         if config["val_loader"]
         else train_loader.split_validation()
     )
@@ -116,7 +130,7 @@ def main(argv: list[str] | None = None) -> Path:
         run_dir,
         train_loader,
         val_loader,
-        device=args.device,
+        execution=execution,
         resume=args.resume,
     )
     try:
@@ -128,11 +142,30 @@ def main(argv: list[str] | None = None) -> Path:
     return run_dir
 
 
+def describe(execution: Execution, config: dict[str, Any]) -> str:
+    """One line: where the run executes and with which speed settings."""
+    if execution.distributed:
+        where = f"DDP, {execution.world_size} processes, this one on {execution.device}"
+    elif execution.dp_ids:
+        where = f"DataParallel on GPUs {execution.dp_ids}"
+    else:
+        where = f"{execution.device}"
+    return (
+        f"execution: {where}; amp {config['amp']}, channels_last {config['channels_last']}, "
+        f"prefetch {config['trainer']['prefetch']}"
+    )
+
+
 if __name__ == "__main__":
+    status = 0
     try:
         main()
-    except (cfg.ConfigError, ValueError, OSError) as err:
-        print(f"error: {error_message(err)}", file=sys.stderr)
-        sys.exit(2)
+    except (cfg.ConfigError, ValueError, OSError, LaunchError, NonFiniteLossError) as err:
+        if is_main_process():
+            print(f"error: {error_message(err)}", file=sys.stderr)
+        status = 1 if isinstance(err, NonFiniteLossError) else 2
     except KeyboardInterrupt:
-        sys.exit(130)
+        status = 130
+    finally:
+        cleanup()
+    sys.exit(status)

@@ -10,6 +10,9 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from base.base_trainer import BaseTrainer
+from base.prefetcher import DataPrefetcher
+from utils.checkpoint import unwrap
+from utils.distributed import all_reduce_sum_, broadcast_buffers_
 from utils.metrics import SODMetrics
 from utils.visual import comparison_grid
 
@@ -22,29 +25,31 @@ class Trainer(BaseTrainer):
     higher_is_better = SODMetrics.HIGHER_IS_BETTER
 
     def _progress(self, loader: DataLoader, kind: str, epoch: int) -> tqdm:
-        """A transient tqdm bar (hidden when the output is not a terminal)."""
+        """The loader's batches on the device (prefetched on CUDA), in a transient tqdm bar:
+        drawn by the main process only, and hidden when the output is not a terminal."""
+        batches = DataPrefetcher(loader, self.device, enabled=self.prefetch)
         desc = f"{kind} {epoch}/{self.epochs}"
-        return tqdm(loader, desc=desc, leave=False, dynamic_ncols=True, disable=None)
+        disable = None if self.is_main else True
+        return tqdm(batches, desc=desc, leave=False, dynamic_ncols=True, disable=disable)
 
     def _train_epoch(self, epoch: int) -> dict[str, float]:
         self.model.train()
         loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
+        first_bad = torch.full((), -1, dtype=torch.int64, device=self.device)
         seen = 0
         steps = len(self.train_loader)
         start = time.perf_counter()
         bar = self._progress(self.train_loader, "train", epoch)
         for i, (images, masks) in enumerate(bar):
-            images = images.to(self.device, non_blocking=True)
-            masks = masks.to(self.device, non_blocking=True)
-            loss = self.loss(self.model(images), masks)
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self.optimizer.step()
+            loss = self.step(images, masks)
             if self.lr_scheduler is not None:
                 self.lr_scheduler.step()
-            loss_sum += loss.detach() * images.shape[0]
+            # no host sync per step: the first non-finite step is recorded on the device
+            first_bad = torch.where((first_bad < 0) & ~loss.isfinite(), i + 1, first_bad)
+            loss_sum += loss * images.shape[0]
             seen += images.shape[0]
             if (i + 1) % self.log_per_iter == 0 or i + 1 == steps:
+                self._check_finite(first_bad, epoch)
                 lr = self.optimizer.param_groups[0]["lr"]
                 loss_value = loss.item()
                 bar.set_postfix(
@@ -56,20 +61,24 @@ class Trainer(BaseTrainer):
                     step = (epoch - 1) * steps + i + 1
                     self.writer.add_scalar("train/loss", loss_value, step)
                     self.writer.add_scalar("train/lr", lr, step)
+        totals = [loss_sum, torch.tensor(float(seen), dtype=torch.float64, device=self.device)]
+        all_reduce_sum_(totals)  # the mean over every process's images
         return {
-            "loss": (loss_sum / max(seen, 1)).item(),
+            "loss": (totals[0] / totals[1].clamp(min=1)).item(),
             "lr": self.optimizer.param_groups[0]["lr"],
         }
 
     @torch.no_grad()
     def _valid_epoch(self, epoch: int) -> dict[str, float]:
-        self.model.eval()
+        """Score the validation images in float32 (whatever ``amp``) with the bare model: under
+        DDP each process scores its share with rank 0's BatchNorm statistics and the metric
+        state is summed over processes."""
+        model = unwrap(self.model).eval()
+        broadcast_buffers_(model)  # the BatchNorm statistics rank 0 saves in its checkpoint
         metrics = SODMetrics(self.device)
         shown: list[tuple[torch.Tensor, ...]] = []
         for images, masks in self._progress(self.val_loader, "val", epoch):
-            images = images.to(self.device, non_blocking=True)
-            masks = masks.to(self.device, non_blocking=True)
-            probs = self.model(images)
+            probs = model(images.contiguous(memory_format=self.step.memory_format))
             metrics.update(probs, masks)
             if sum(len(t[0]) for t in shown) < self.vis_samples:
                 shown.append((images, masks, probs))

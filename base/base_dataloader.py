@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -11,6 +12,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from utils.distributed import get_rank, get_world_size
+
 
 class SeededSampler(Sampler):
     """Yields ``(index, seed, epoch)`` keys; call ``set_epoch`` before each epoch.
@@ -18,25 +21,52 @@ class SeededSampler(Sampler):
     The order is a permutation drawn from ``(seed, epoch)`` and the dataset seeds each sample's
     augmentation from the whole key, so an epoch is reproducible on its own: a resumed run sees
     exactly the samples and augmentations of an uninterrupted one, whatever the worker count.
+
+    Under DDP (``world_size`` > 1) each process takes every ``world_size``-th key of that order
+    from ``rank`` on. For training the order is first padded cyclically to a multiple of
+    ``world_size`` (as ``DistributedSampler`` does), so every process runs the same number of
+    steps; with ``evaluation`` there is no padding: every image goes to exactly one process and
+    the processes' shares differ by at most one.
     """
 
-    def __init__(self, indices: Sequence[int], shuffle: bool, seed: int) -> None:
+    def __init__(
+        self,
+        indices: Sequence[int],
+        shuffle: bool,
+        seed: int,
+        rank: int = 0,
+        world_size: int = 1,
+        evaluation: bool = False,
+    ) -> None:
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} is not in [0, {world_size})")
         self.indices = list(indices)
         self.shuffle = shuffle
         self.seed = seed
+        self.rank = rank
+        self.world_size = world_size
+        self.evaluation = evaluation
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def __len__(self) -> int:
-        return len(self.indices)
+        n = len(self.indices)
+        if self.evaluation:
+            return len(range(self.rank, n, self.world_size))
+        return math.ceil(n / self.world_size)
 
     def __iter__(self) -> Iterator[tuple[int, int, int]]:
         order = self.indices
         if self.shuffle:
             rng = np.random.default_rng([self.seed, self.epoch])
             order = [self.indices[i] for i in rng.permutation(len(self.indices))]
+        if self.world_size > 1:
+            if not self.evaluation and order:
+                total = len(self) * self.world_size
+                order = (order * math.ceil(total / len(order)))[:total]
+            order = order[self.rank :: self.world_size]
         return iter((index, self.seed, self.epoch) for index in order)
 
 
@@ -63,14 +93,17 @@ def _loader_kwargs(
     shuffle: bool,
     num_workers: int,
     seed: int,
+    evaluation: bool,
 ) -> dict[str, Any]:
+    sampler = SeededSampler(indices, shuffle, seed, get_rank(), get_world_size(), evaluation)
     return {
         "dataset": dataset,
         "batch_size": batch_size,
-        "sampler": SeededSampler(indices, shuffle, seed),
+        "sampler": sampler,
         "num_workers": num_workers,
         "pin_memory": torch.cuda.is_available(),
-        "drop_last": shuffle and len(indices) > batch_size,  # no 1-image batches for BatchNorm
+        # no 1-image batches for BatchNorm (training shards have equal lengths under DDP)
+        "drop_last": not evaluation and shuffle and len(sampler) > batch_size,
         "persistent_workers": num_workers > 0,
         "worker_init_fn": _worker_init,
         "generator": torch.Generator().manual_seed(seed),  # leaves the global torch RNG alone
@@ -82,7 +115,9 @@ class BaseDataLoader(DataLoader):
 
     Subclasses only name their dataset: ``class DUTS(BaseDataLoader): dataset_class = DUTSDataset``.
     ``val_split`` holds out part of the dataset; ``split_validation()`` returns a loader over it
-    that uses the deterministic validation transform.
+    that uses the deterministic validation transform. Under DDP each process loads its share
+    (see :class:`SeededSampler`); ``evaluation`` (set by ``train.py`` for the validation loader)
+    shards without padding, so each image is scored exactly once.
     """
 
     dataset_class: type[Dataset]
@@ -94,6 +129,7 @@ class BaseDataLoader(DataLoader):
         num_workers: int = 0,
         val_split: float = 0.0,
         seed: int = 0,
+        evaluation: bool = False,
         **dataset_args: Any,
     ) -> None:
         if batch_size < 1:
@@ -104,7 +140,9 @@ class BaseDataLoader(DataLoader):
         if val_split:
             indices, self.val_indices = split_indices(len(dataset), val_split, seed)
         self._val_settings = (batch_size, num_workers, seed)
-        super().__init__(**_loader_kwargs(dataset, indices, batch_size, shuffle, num_workers, seed))
+        super().__init__(
+            **_loader_kwargs(dataset, indices, batch_size, shuffle, num_workers, seed, evaluation)
+        )
 
     def split_validation(self) -> DataLoader | None:
         """Loader over the ``val_split`` images without augmentation, or None without a split."""
@@ -114,5 +152,5 @@ class BaseDataLoader(DataLoader):
         val_set.augment = False
         batch_size, num_workers, seed = self._val_settings
         return DataLoader(
-            **_loader_kwargs(val_set, self.val_indices, batch_size, False, num_workers, seed)
+            **_loader_kwargs(val_set, self.val_indices, batch_size, False, num_workers, seed, True)
         )

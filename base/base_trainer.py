@@ -21,8 +21,14 @@ from utils.checkpoint import (
     set_rng_state,
     unwrap,
 )
-from utils.device import resolve_device
+from utils.distributed import all_reduce_sum_, barrier
+from utils.execution import Execution, prepare_model
 from utils.run_dir import MetricsLog, periodic_checkpoints, write_json
+from utils.train_step import TrainStep
+
+
+class NonFiniteLossError(RuntimeError):
+    """The training loss became NaN or infinite; the run stops without saving."""
 
 
 class BaseTrainer(ABC):
@@ -30,7 +36,9 @@ class BaseTrainer(ABC):
 
     ``_train_epoch(epoch)`` returns ``{"loss": float, "lr": float}``; ``_valid_epoch(epoch)``
     returns ``{metric name: float}``; ``higher_is_better`` names what validation reports, so the
-    monitor is checked before training starts.
+    monitor is checked before training starts. ``execution`` says where the run executes (see
+    :mod:`utils.execution`); only its main process writes the config, metrics, TensorBoard and
+    checkpoints, the others wait at a barrier while it saves.
     """
 
     higher_is_better: ClassVar[dict[str, bool]]
@@ -43,7 +51,7 @@ class BaseTrainer(ABC):
         run_dir: Path,
         train_loader: DataLoader,
         val_loader: DataLoader | None = None,
-        device: str = "auto",
+        execution: Execution | None = None,
         resume: str | Path | None = None,
     ) -> None:
         self.config = config
@@ -60,13 +68,14 @@ class BaseTrainer(ABC):
         self.train_loader = train_loader
         self.val_loader = val_loader if trainer["val"] else None
 
-        self.device, gpu_ids = resolve_device(device)
+        self.execution = execution or Execution(torch.device("cpu"))
+        self.device = self.execution.device
+        self.is_main = self.execution.is_main
+        self.prefetch: bool = trainer["prefetch"]
         torch.backends.cudnn.benchmark = not trainer["deterministic"]
         if trainer["deterministic"]:
             torch.use_deterministic_algorithms(True, warn_only=True)
-        self.model = model.to(self.device)
-        if gpu_ids:
-            self.model = nn.DataParallel(self.model, device_ids=gpu_ids)
+        self.model = prepare_model(model, self.execution, config)
         self.loss = loss.to(self.device)
 
         params = [p for p in self.model.parameters() if p.requires_grad]
@@ -76,6 +85,15 @@ class BaseTrainer(ABC):
             self.lr_scheduler = cfg.build(
                 config, "lr_scheduler", self.optimizer, total_iters=self.epochs * len(train_loader)
             )
+        self.step = TrainStep(
+            self.model,
+            self.loss,
+            self.optimizer,
+            self.device,
+            amp=config["amp"],
+            channels_last=config["channels_last"],
+            clip_grad_norm=trainer["clip_grad_norm"],
+        )
 
         self.monitor_mode, self.monitor_metric = self._parse_monitor(trainer["monitor"])
         self.monitor_best = -math.inf if self.monitor_mode == "max" else math.inf
@@ -84,10 +102,10 @@ class BaseTrainer(ABC):
         self.metrics_log = MetricsLog(self.run_dir / "metrics.jsonl")
         if resume is not None:
             self._resume(Path(resume))
-        else:
+        elif self.is_main:
             write_json(self.run_dir / "config.json", config)
         self.writer = None
-        if trainer["tensorboard"]:
+        if trainer["tensorboard"] and self.is_main:
             from torch.utils.tensorboard import SummaryWriter
 
             self.writer = SummaryWriter(log_dir=str(self.run_dir))
@@ -132,14 +150,17 @@ class BaseTrainer(ABC):
             if validate:
                 record.update(self._valid_epoch(epoch))
             improved = validate and self._update_monitor(record)
-            self.metrics_log.append(record)
-            self._log_epoch(record, improved)
+            if self.is_main:
+                self.metrics_log.append(record)
+                self._log_epoch(record, improved)
             if epoch % self.save_period == 0 or epoch == self.epochs or improved:
-                self._save(
-                    epoch,
-                    periodic=epoch % self.save_period == 0 or epoch == self.epochs,
-                    best=improved,
-                )
+                if self.is_main:
+                    self._save(
+                        epoch,
+                        periodic=epoch % self.save_period == 0 or epoch == self.epochs,
+                        best=improved,
+                    )
+                barrier()  # the other processes wait until the checkpoint is complete
             if validate and self.early_stop and self.not_improved >= self.early_stop:
                 self.logger.info(
                     "no improvement of %s in %d validations: stopping early",
@@ -190,6 +211,7 @@ class BaseTrainer(ABC):
             "state_dict": unwrap(self.model).state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "lr_scheduler": None if self.lr_scheduler is None else self.lr_scheduler.state_dict(),
+            "scaler": self.step.scaler.state_dict() if self.step.scaler.is_enabled() else None,
             "monitor_best": self.monitor_best,
             "not_improved": self.not_improved,
             "config": self.config,
@@ -235,10 +257,30 @@ class BaseTrainer(ABC):
             total_iters = self.lr_scheduler.total_iters  # the epochs may have been changed
             self.lr_scheduler.load_state_dict(state["lr_scheduler"])
             self.lr_scheduler.total_iters = total_iters
+        if self.step.scaler.is_enabled() and state.get("scaler"):
+            self.step.scaler.load_state_dict(state["scaler"])
         self.monitor_best = state["monitor_best"]
         self.not_improved = state["not_improved"]
         self.start_epoch = state["epoch"] + 1
         set_rng_state(state["rng"])
-        self.metrics_log.truncate_after(state["epoch"])
-        write_json(self.run_dir / "config.json", self.config)
+        if self.is_main:
+            self.metrics_log.truncate_after(state["epoch"])
+            write_json(self.run_dir / "config.json", self.config)
         self.logger.info("resumed from %s: continuing at epoch %d", path, self.start_epoch)
+
+    def _check_finite(self, first_bad_step: torch.Tensor, epoch: int) -> None:
+        """Stop (on every process) if any process saw a NaN or infinite loss.
+
+        ``first_bad_step`` holds this process's first such step of the epoch, or -1.
+        """
+        flag = (first_bad_step >= 0).to(torch.float64).reshape(1)
+        all_reduce_sum_([flag])
+        if flag.item() > 0:
+            step = int(first_bad_step)
+            where = f"step {step}" if step >= 0 else "another process's step"
+            raise NonFiniteLossError(
+                f"the training loss became NaN or infinite in epoch {epoch} ({where}): stopping "
+                f"without saving; the checkpoints already in {self.run_dir} (if any) are "
+                "untouched. Lower the learning rate, clip gradients (trainer.clip_grad_norm) or "
+                "train without fp16 (amp 'bf16' or 'off')"
+            )

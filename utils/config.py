@@ -18,6 +18,10 @@ class ConfigError(ValueError):
 DEFAULTS: dict[str, Any] = {
     "name": "U2Net",
     "seed": 42,
+    "n_gpu": 1,
+    "distributed": {"mode": "none", "backend": "auto", "sync_bn": False},
+    "amp": "off",
+    "channels_last": False,
     "trainer": {
         "epochs": 100,
         "save_dir": "saved/",
@@ -31,15 +35,22 @@ DEFAULTS: dict[str, Any] = {
         "tensorboard": True,
         "vis_samples": 4,
         "deterministic": False,
+        "prefetch": True,
+        "clip_grad_norm": 0.0,
     },
+}
+CHOICES = {  # plain keys with a fixed set of values
+    "distributed.mode": ("none", "dp", "ddp"),
+    "distributed.backend": ("auto", "nccl", "gloo"),
+    "amp": ("off", "fp16", "bf16"),
 }
 
 # Built sections: {"type": NAME, "args": {...}}; NAME is looked up in the module's ``__all__``.
 # The arguments the trainer passes itself are not config keys.
 BUILT_SECTIONS: dict[str, tuple[str, tuple[str, ...]]] = {
     "arch": ("models", ()),
-    "train_loader": ("dataloaders", ("seed",)),
-    "val_loader": ("dataloaders", ("seed",)),
+    "train_loader": ("dataloaders", ("seed", "evaluation")),
+    "val_loader": ("dataloaders", ("seed", "evaluation")),
     "loss": ("utils.losses", ()),
     "optimizer": ("torch.optim", ("params",)),
     "lr_scheduler": ("utils.lr_scheduler", ("optimizer", "total_iters")),
@@ -196,6 +207,11 @@ def _check_trainer(trainer: dict[str, Any]) -> None:
     for key in ("epochs", "save_period", "keep_last", "val_per_epochs", "log_per_iter"):
         if trainer[key] < 1:
             raise ConfigError(f"'trainer.{key}' must be at least 1, got {trainer[key]}")
+    if trainer["clip_grad_norm"] < 0:
+        raise ConfigError(
+            f"'trainer.clip_grad_norm' must be 0 (off) or a positive norm, got "
+            f"{trainer['clip_grad_norm']}"
+        )
     for key in ("early_stop", "vis_samples"):
         if trainer[key] < 0:
             raise ConfigError(f"'trainer.{key}' must be 0 (off) or more, got {trainer[key]}")
@@ -228,6 +244,15 @@ def validate_config(config: dict[str, Any]) -> dict[str, Any]:
         full.setdefault(section, None)
     if full["seed"] < 0:
         raise ConfigError(f"'seed' must be 0 or more, got {full['seed']}")
+    if full["n_gpu"] < 0:
+        raise ConfigError(f"'n_gpu' must be 0 (CPU) or more, got {full['n_gpu']}")
+    for key, choices in CHOICES.items():
+        section, _, name = key.rpartition(".")
+        value = full[section][name] if section else full[name]
+        if value not in choices:
+            raise ConfigError(
+                f"'{key}' must be one of {', '.join(repr(c) for c in choices)}, got {value!r}"
+            )
     _check_trainer(full["trainer"])
     return full
 

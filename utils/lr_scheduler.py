@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
@@ -14,10 +15,18 @@ class _IterScheduler(LRScheduler):
     """Linear warmup over ``warmup_iters``, then ``decay(progress)``, progress in [0, 1]."""
 
     def __init__(self, optimizer: Optimizer, total_iters: int, warmup_iters: int = 0) -> None:
-        if not 0 <= warmup_iters < total_iters:
+        if warmup_iters < 0 or total_iters < 1:
             raise ValueError(
-                f"warmup_iters must be in [0, total_iters={total_iters}), got {warmup_iters}"
+                f"warmup_iters must be 0 or more (got {warmup_iters}) and the run needs at "
+                f"least one iteration (got {total_iters})"
             )
+        if warmup_iters >= total_iters:  # e.g. fewer epochs, or steps split over DDP processes
+            warnings.warn(
+                f"warmup_iters {warmup_iters} is not shorter than the run ({total_iters} "
+                f"iterations): warming up over {total_iters - 1}",
+                stacklevel=3,
+            )
+            warmup_iters = total_iters - 1
         self.total_iters = total_iters
         self.warmup_iters = warmup_iters
         super().__init__(optimizer)
