@@ -1,0 +1,401 @@
+"""Training throughput: U2Net optimisation steps in several configurations, and data loading.
+
+``python bench/train_step.py [--variants lite full] [--batch-size N] [--steps N] [--warmup N]
+[--images 64] [--workers 2] [--skip-data] [--device auto] [--threads N]``
+
+Model rows (one block per variant, ``u2net_lite`` and ``u2net_full``): a randomly initialised
+U2Net (``torch.manual_seed(0)``, train mode), AdamW (lr 1e-3) and ``DeepSupervisionLoss("bce")``
+run ``utils.train_step.TrainStep``, the trainer's own per-iteration step, on one fixed batch of
+``--batch-size`` x3x288x288 normalised-looking inputs (``randn``) and random binary masks, created
+once on the device, so the rows time the step alone (no data loading). Each configuration gets a
+fresh model and optimizer, runs ``--warmup`` untimed steps and then ``--steps`` timed ones
+(``torch.cuda.synchronize`` before and after on a GPU). Configurations:
+
+- (a) float32 NCHW eager: ``amp "off"``, ``channels_last false``, the baseline;
+- (b) the fastest configuration the config can express on this machine: on the CPU
+  ``amp "bf16"`` + ``channels_last true``; on CUDA ``amp "fp16"`` (GradScaler) +
+  ``channels_last true`` (the prefetcher of that configuration only matters with a real loader:
+  see the prefetch rows);
+- (b') the other candidate: on the CPU ``amp "off"`` + ``channels_last true`` (bfloat16 pays off
+  only where the CPU computes it natively: without AMX it can be slower than float32), on a GPU
+  with bfloat16 support ``amp "bf16"`` + ``channels_last true``.
+
+Each row prints ms/step, images/s and its speed-up over (a), images/s / images/s of (a) (above
+1: faster); the line after the block repeats (b)/(a), the ratio asked for. Timed steps are few
+on the CPU (a full U2Net step takes seconds there), so other processes on the machine show up
+directly in the numbers: run it on an otherwise idle machine. On CUDA, ``cudnn.benchmark`` is
+on, as in the trainer's default (``trainer.deterministic false``).
+
+Data rows (skipped with ``--skip-data``): ``--images`` DUTS-like 400x300 JPEGs (quality 90,
+smooth colours, shapes and pixel noise) and PNG masks are written in the DUTS layout to a
+temporary folder, then one epoch of the real training loader is timed after one warm-up epoch:
+``DUTS`` (split "train", batch 8, base_size 320, crop_size 288, augment, scale_range
+[0.9, 1.1], flip, shuffle), i.e. decoding, augmentation, normalisation and collation. With
+``num_workers 0`` the samples/s of the main process (limited to one OpenCV and one torch thread
+for that row, as in a worker) is the rate of one loader worker; with ``num_workers --workers``
+(persistent workers) it is the rate of the pool, also shown divided by the worker count.
+Then, per variant, the fastest model row's images/s (whichever of (a), (b), (b') won) divided
+by the one-worker rate, rounded up, is the number of loader workers training needs so that
+loading keeps up: if the machine cannot spare that many cores beside the training itself (on a
+CPU-only machine the workers and the model share the same cores), training is data-bound.
+
+Prefetch rows (CUDA only, and not with ``--skip-data``): the real loader above (batch
+``--batch-size``, ``--workers`` workers, pinned memory) wrapped in ``base.prefetcher.
+DataPrefetcher`` with ``enabled`` false (each batch copied to the GPU when it is needed) and true
+(the copy of the next batch overlaps the current step on a side stream), feeding the (b) step of
+the first variant. After a warm-up epoch, at least ``--steps`` steps are run; each step is
+bracketed by ``torch.cuda.synchronize``, and the data time of a step is the wall time from the
+end of the previous step until its batch is handed out and usable by the compute stream (the
+compute stream synchronised). The rows print the mean data ms/step and the mean step ms: a data
+time near 0 means the GPU never waits for its input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import math
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from base.prefetcher import DataPrefetcher
+from dataloaders import DUTS
+from dataloaders.duts import SPLIT_DIRS
+from models.u2net import U2Net
+from utils.cpu_memory import keep_freed_memory
+from utils.device import resolve_device
+from utils.losses import DeepSupervisionLoss
+from utils.train_step import TrainStep, memory_format
+
+CROP = 288
+BASE_SIZE = 320
+IMAGE_SIZE = (400, 300)  # width, height, as most DUTS images
+DATA_BATCH = 8
+
+
+@dataclass(frozen=True)
+class Config:
+    """One way of running the training step."""
+
+    label: str
+    amp: str
+    channels_last: bool
+
+
+@dataclass
+class Timing:
+    """Timed steps of one variant in one configuration."""
+
+    config: Config
+    ms_per_step: float
+    images_per_s: float
+
+
+def configs(device: torch.device) -> list[Config]:
+    """(a) float32 NCHW eager, then the fastest configurations the config can express here."""
+    baseline = Config("(a) float32 NCHW eager", "off", False)
+    if device.type != "cuda":
+        return [
+            baseline,
+            Config("(b) bf16 + channels_last", "bf16", True),
+            Config("(b') float32 + channels_last", "off", True),
+        ]
+    rows = [baseline, Config("(b) fp16 + channels_last", "fp16", True)]
+    if torch.cuda.is_bf16_supported():
+        rows.append(Config("(b') bf16 + channels_last", "bf16", True))
+    return rows
+
+
+def build_step(variant: str, device: torch.device, config: Config) -> TrainStep:
+    """A fresh U2Net (seed 0), AdamW and BCE deep-supervision loss in ``config``, as the trainer
+    builds them."""
+    torch.manual_seed(0)
+    model = U2Net(variant=variant).to(device, memory_format=memory_format(config.channels_last))
+    model.train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    loss = DeepSupervisionLoss(mode="bce").to(device)
+    return TrainStep(
+        model, loss, optimizer, device, amp=config.amp, channels_last=config.channels_last
+    )
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for the GPU's queued work (nothing on the CPU)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def random_batch(batch_size: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Seeded ``randn`` inputs Bx3xCROPxCROP and binary float masks Bx1xCROPxCROP on ``device``."""
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randn(batch_size, 3, CROP, CROP, generator=generator)
+    masks = (torch.rand(batch_size, 1, CROP, CROP, generator=generator) > 0.5).float()
+    return images.to(device), masks.to(device)
+
+
+def time_steps(
+    step: TrainStep,
+    images: torch.Tensor,
+    masks: torch.Tensor,
+    warmup: int,
+    steps: int,
+    device: torch.device,
+) -> float:
+    """Seconds per step over ``steps`` timed steps, after ``warmup`` untimed ones."""
+    for _ in range(warmup):
+        step(images, masks)
+    synchronize(device)
+    start = time.perf_counter()
+    for _ in range(steps):
+        step(images, masks)
+    synchronize(device)
+    return (time.perf_counter() - start) / steps
+
+
+def model_rows(
+    variant: str, device: torch.device, batch_size: int, warmup: int, steps: int
+) -> list[Timing]:
+    """Time every configuration of ``configs(device)`` for ``variant``, printing each row."""
+    images, masks = random_batch(batch_size, device)
+    timings: list[Timing] = []
+    for config in configs(device):
+        gc.collect()
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+        step = build_step(variant, device, config)
+        seconds = time_steps(step, images, masks, warmup, steps, device)
+        timing = Timing(config, seconds * 1000, batch_size / seconds)
+        timings.append(timing)
+        ratio = timing.images_per_s / timings[0].images_per_s
+        print(
+            f"u2net_{variant:5} {config.label:28} {timing.ms_per_step:10.0f} "
+            f"{timing.images_per_s:9.2f} {ratio:8.2f}x",
+            flush=True,
+        )
+        del step
+    return timings
+
+
+def synthetic_photo(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """A DUTS-like HxWx3 uint8 BGR image (smooth colours, shapes, noise) and its 0/255 mask."""
+    width, height = IMAGE_SIZE
+    coarse = rng.integers(30, 226, (6, 8, 3), dtype=np.uint8)
+    image = cv2.resize(coarse, (width, height), interpolation=cv2.INTER_CUBIC)
+    mask = np.zeros((height, width), np.uint8)
+    for i in range(int(rng.integers(3, 7))):
+        colour = tuple(int(c) for c in rng.integers(0, 256, 3))
+        cx, cy = int(rng.integers(0, width)), int(rng.integers(0, height))
+        r = int(rng.integers(15, 90))
+        cv2.circle(image, (cx, cy), r, colour, thickness=-1, lineType=cv2.LINE_AA)
+        if i == 0:  # the first shape is the salient object
+            cv2.circle(mask, (cx, cy), r, 255, thickness=-1, lineType=cv2.LINE_AA)
+    noisy = image.astype(np.int16) + rng.integers(-12, 13, image.shape, dtype=np.int16)
+    return np.clip(noisy, 0, 255).astype(np.uint8), mask
+
+
+def write_duts_like(root: Path, count: int, seed: int = 0) -> None:
+    """``count`` 400x300 JPEGs (quality 90) and PNG masks in DUTS's training layout."""
+    image_dir, mask_dir = (root / d for d in SPLIT_DIRS["train"])
+    image_dir.mkdir(parents=True)
+    mask_dir.mkdir(parents=True)
+    rng = np.random.default_rng(seed)
+    for i in range(count):
+        image, mask = synthetic_photo(rng)
+        name = f"ILSVRC2012_test_{i:08d}"
+        cv2.imwrite(str(image_dir / f"{name}.jpg"), image, [cv2.IMWRITE_JPEG_QUALITY, 90])
+        cv2.imwrite(str(mask_dir / f"{name}.png"), mask)
+
+
+def duts_loader(root: Path, batch_size: int, num_workers: int) -> DUTS:
+    """The real training loader on ``root`` with the benchmark's augmentation."""
+    return DUTS(
+        data_dir=str(root),
+        split="train",
+        batch_size=batch_size,
+        shuffle=True,
+        num_workers=num_workers,
+        seed=0,
+        base_size=BASE_SIZE,
+        crop_size=CROP,
+        augment=True,
+        scale_range=[0.9, 1.1],
+        flip=True,
+    )
+
+
+def epoch_rate(loader: DUTS, epochs: int = 2) -> float:
+    """Samples/s of the last of ``epochs`` epochs (the ones before are warm-up)."""
+    rate = 0.0
+    for epoch in range(epochs):
+        loader.sampler.set_epoch(epoch)
+        start = time.perf_counter()
+        samples = sum(images.shape[0] for images, _ in loader)
+        rate = samples / (time.perf_counter() - start)
+    return rate
+
+
+def data_rows(root: Path, workers: int) -> float:
+    """Print the loader's samples/s with 0 and ``workers`` workers; return the one-worker rate."""
+    cv_threads, torch_threads = cv2.getNumThreads(), torch.get_num_threads()
+    cv2.setNumThreads(0)  # as in a worker (base_dataloader._worker_init; torch: 1 thread)
+    torch.set_num_threads(1)
+    try:
+        per_worker = epoch_rate(duts_loader(root, DATA_BATCH, 0))
+    finally:
+        cv2.setNumThreads(cv_threads)
+        torch.set_num_threads(torch_threads)
+    print(
+        f"{'num_workers 0 (main process = 1 worker)':42} {per_worker:10.1f} {per_worker:12.1f}",
+        flush=True,
+    )
+    if workers > 0:
+        loader = duts_loader(root, DATA_BATCH, workers)
+        pool = epoch_rate(loader)
+        del loader  # shuts the persistent workers down
+        print(
+            f"{f'num_workers {workers} (persistent)':42} {pool:10.1f} {pool / workers:12.1f}",
+            flush=True,
+        )
+    return per_worker
+
+
+def prefetch_rows(
+    root: Path,
+    device: torch.device,
+    variant: str,
+    config: Config,
+    batch_size: int,
+    steps: int,
+    workers: int,
+) -> None:
+    """CUDA only: mean data wait and step time per step, without and with ``DataPrefetcher``."""
+    loader = duts_loader(root, batch_size, workers)
+    step = build_step(variant, device, config)
+    compute = torch.cuda.current_stream(device)
+    epochs = 1 + math.ceil(steps / max(1, len(loader)))  # the first one is warm-up
+    for enabled in (False, True):
+        batches = DataPrefetcher(loader, device, enabled=enabled)
+        waits: list[float] = []
+        runs: list[float] = []
+        for epoch in range(epochs):
+            loader.sampler.set_epoch(epoch)
+            synchronize(device)
+            ready = time.perf_counter()
+            for images, masks in batches:
+                compute.synchronize()  # the batch is on the GPU and usable by the step
+                got = time.perf_counter()
+                step(images, masks)
+                synchronize(device)
+                done = time.perf_counter()
+                if epoch > 0:
+                    waits.append(got - ready)
+                    runs.append(done - got)
+                ready = time.perf_counter()
+        label = f"prefetcher {'on' if enabled else 'off'}"
+        print(
+            f"{label:16} {1000 * np.mean(waits):14.2f} {1000 * np.mean(runs):10.2f} "
+            f"{len(waits):6d}",
+            flush=True,
+        )
+    del loader
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--variants", nargs="+", choices=("lite", "full"), default=["lite", "full"])
+    parser.add_argument("--batch-size", type=int, help="(default: 16 on a GPU, 4 on the CPU)")
+    parser.add_argument(
+        "--steps", type=int, help="timed steps (default: 20 on a GPU; CPU 3 lite, 2 full)"
+    )
+    parser.add_argument("--warmup", type=int, help="untimed steps (default: 5 on a GPU, 2 CPU)")
+    parser.add_argument("--images", type=int, default=64, help="data row images (default 64)")
+    parser.add_argument("--workers", type=int, default=2, help="loader workers (default 2)")
+    parser.add_argument("--skip-data", action="store_true", help="skip the data rows")
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
+    parser.add_argument(
+        "--threads", type=int, default=0, help="torch CPU threads (default 0: torch's default)"
+    )
+    args = parser.parse_args()
+
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    kept = keep_freed_memory()  # as train.py and inference.py do
+    device, _ = resolve_device(args.device)
+    gpu = device.type == "cuda"
+    if gpu:
+        torch.backends.cudnn.benchmark = True  # the trainer's default
+    batch_size = args.batch_size or (16 if gpu else 4)
+    warmup = args.warmup if args.warmup is not None else (5 if gpu else 2)
+    where = torch.cuda.get_device_name(device) if gpu else "CPU"
+    print(
+        f"device {device} ({where}), torch {torch.__version__}, torch threads "
+        f"{torch.get_num_threads()}, glibc keeps freed memory: {kept}"
+    )
+    print(
+        f"training step: U2Net random init (seed 0), AdamW lr 1e-3, BCE deep supervision, "
+        f"batch {batch_size}x3x{CROP}x{CROP} on the device, {warmup} warm-up steps"
+    )
+
+    fastest: dict[str, Timing] = {}
+    print(f"{'model':11} {'configuration':28} {'ms/step':>10} {'images/s':>9} {'vs (a)':>9}")
+    for variant in args.variants:
+        steps = args.steps or (20 if gpu else (3 if variant == "lite" else 2))
+        print(f"u2net_{variant}: {steps} timed steps per configuration", flush=True)
+        timings = model_rows(variant, device, batch_size, warmup, steps)
+        fastest[variant] = max(timings, key=lambda t: t.images_per_s)
+        b = timings[1]
+        print(
+            f"u2net_{variant}: (b)/(a) = {b.images_per_s:.2f} / {timings[0].images_per_s:.2f} "
+            f"images/s = {b.images_per_s / timings[0].images_per_s:.2f}x",
+            flush=True,
+        )
+
+    if args.skip_data:
+        return
+    with tempfile.TemporaryDirectory(prefix="duts_like_") as tmp:
+        root = Path(tmp)
+        start = time.perf_counter()
+        write_duts_like(root, args.images)
+        width, height = IMAGE_SIZE
+        print(
+            f"data: {args.images} DUTS-like {width}x{height} JPEGs (quality 90) + PNG masks "
+            f"written in {time.perf_counter() - start:.1f} s; loader DUTS batch {DATA_BATCH}, "
+            f"base_size {BASE_SIZE}, crop {CROP}, scale_range [0.9, 1.1], flip; "
+            "one warm-up epoch, one timed"
+        )
+        print(f"{'loader':42} {'samples/s':>10} {'per worker':>12}")
+        per_worker = data_rows(root, args.workers)
+        for variant, timing in fastest.items():
+            needed = math.ceil(timing.images_per_s / per_worker)
+            print(
+                f"u2net_{variant}: fastest {timing.config.label} {timing.images_per_s:.2f} "
+                f"images/s / {per_worker:.1f} samples/s per worker -> {needed} loader "
+                f"worker(s) needed to keep up",
+                flush=True,
+            )
+
+        if gpu:
+            variant = args.variants[0]
+            config = configs(device)[1]
+            steps = args.steps or 20
+            print(
+                f"prefetch: u2net_{variant} {config.label}, loader batch {batch_size}, "
+                f"{args.workers} workers, pinned memory, >= {steps} steps after a warm-up epoch"
+            )
+            print(f"{'':16} {'data ms/step':>14} {'step ms':>10} {'steps':>6}")
+            prefetch_rows(root, device, variant, config, batch_size, steps, args.workers)
+        else:
+            print("prefetch rows: skipped (need CUDA; on the CPU the prefetcher is a pass-through)")
+
+
+if __name__ == "__main__":
+    main()
