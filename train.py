@@ -12,6 +12,7 @@ from typing import Any
 from base.base_trainer import NonFiniteLossError
 from utils import config as cfg
 from utils.checkpoint import load_checkpoint, seed_everything
+from utils.cpu_memory import keep_freed_memory
 from utils.distributed import LaunchError, broadcast_object, cleanup, is_main_process
 from utils.execution import Execution, setup_execution
 from utils.run_dir import new_run_dir
@@ -95,6 +96,7 @@ def main(argv: list[str] | None = None) -> Path:
 
     args = parse_args(argv)
     config = resolve_config(args)
+    keep_freed_memory()  # large activations: no page faults on every step (utils/cpu_memory.py)
     launch_argv = sys.argv if argv is None else ["train.py", *argv]
     execution = setup_execution(config, args.device, launch_argv)
     run_dir = None
