@@ -10,11 +10,7 @@ every machine, up to the JPEG encoder).
 
 from __future__ import annotations
 
-import contextlib
-import json
 import os
-import shutil
-import tempfile
 from typing import Any
 
 import cv2
@@ -22,9 +18,10 @@ import numpy as np
 
 from base.base_dataloader import BaseDataLoader
 from dataloaders.duts import SPLIT_DIRS, DUTSDataset
+from dataloaders.generated import MARKER as MARKER  # re-exported
+from dataloaders.generated import ensure_generated
 
 DEMO_VERSION = 2
-MARKER = ".demo_complete"
 
 
 def _colour(
@@ -152,24 +149,6 @@ def _generate(root: str, num_train: int, num_test: int) -> None:
             cv2.imencode(".png", mask)[1].tofile(os.path.join(mask_dir, name + ".png"))
 
 
-def _read_marker(folder: str) -> Any:
-    try:
-        with open(os.path.join(folder, MARKER)) as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return None
-
-
-def _is_foreign(folder: str) -> bool:
-    """Whether ``folder`` exists and is neither empty nor demo data (so must not be replaced)."""
-    try:
-        return _read_marker(folder) is None and bool(os.listdir(folder))
-    except NotADirectoryError:
-        return True
-    except FileNotFoundError:
-        return False
-
-
 def ensure_demo_data(data_dir: str, num_train: int = 240, num_test: int = 60) -> None:
     """Generate the demo dataset into ``data_dir`` unless it is there with these counts.
 
@@ -177,42 +156,13 @@ def ensure_demo_data(data_dir: str, num_train: int = 240, num_test: int = 60) ->
     (the marker file is written last), so a partial folder is never used. Demo data of other
     counts or of another generator version is replaced; if several processes race, the first
     rename wins and the others use its folder. A non-empty folder without the marker is left
-    alone and reported, since it is not ours to delete.
+    alone and reported, since it is not ours to delete (see ``dataloaders.generated``).
     """
     if num_train < 1 or num_test < 1:
         raise ValueError(f"num_train and num_test must be >= 1, got {num_train} and {num_test}")
     expected = {"version": DEMO_VERSION, "num_train": num_train, "num_test": num_test}
-    target = os.path.abspath(data_dir)
-    if _read_marker(target) == expected:
-        return
-    if _is_foreign(target):
-        raise FileExistsError(
-            f"{target} exists but is not demo data (no {MARKER} file); "
-            "delete it or choose another data_dir for the demo dataset"
-        )
-    parent, name = os.path.split(target)
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=parent)
-    try:
-        _generate(tmp, num_train, num_test)
-        with open(os.path.join(tmp, MARKER), "w") as f:
-            json.dump(expected, f)
-        for _ in range(10):
-            try:
-                os.rename(tmp, target)  # atomic; fails if target is a non-empty folder
-                return
-            except OSError:
-                if _read_marker(target) == expected:
-                    return  # another process won the race
-            if _is_foreign(target):
-                raise FileExistsError(f"{target} was created meanwhile by something else")
-            stale = tempfile.mkdtemp(prefix=f".{name}.old-", dir=parent)
-            with contextlib.suppress(FileNotFoundError):  # another process moved it first
-                os.rename(target, os.path.join(stale, name))
-            shutil.rmtree(stale, ignore_errors=True)
-        raise OSError(f"could not move the generated demo data into {target}")
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    # a lambda, so that ``_generate`` is looked up at call time (tests replace it)
+    ensure_generated(data_dir, expected, lambda root: _generate(root, num_train, num_test), "demo")
 
 
 class DemoSODDataset(DUTSDataset):
