@@ -121,6 +121,7 @@ class BaseDataLoader(DataLoader):
     """
 
     dataset_class: type[Dataset]
+    supports_val_split = True  # False where the dataset's items are not a list of images
 
     def __init__(
         self,
@@ -134,6 +135,11 @@ class BaseDataLoader(DataLoader):
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        if val_split and not self.supports_val_split:
+            raise ValueError(
+                f"val_split is not supported by {type(self).__name__}: configure a val_loader "
+                "on the validation split instead"
+            )
         dataset = self.dataset_class(**dataset_args)
         indices: list[int] = list(range(len(dataset)))
         self.val_indices: list[int] = []

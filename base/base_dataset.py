@@ -21,6 +21,15 @@ _GREY_WEIGHTS = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # RGB -> luma
 _PAD_COLOUR = tuple(round(v * 255) for v in IMAGENET_MEAN)  # normalises to ~0
 
 
+def sample_rng(item: int | tuple[int, int, int]) -> tuple[int, np.random.Generator]:
+    """The index of a dataset item and its augmentation generator: seeded by the whole
+    ``(index, seed, epoch)`` key of ``SeededSampler``, unseeded for a plain index."""
+    if isinstance(item, tuple):
+        index, seed, epoch = item
+        return index, np.random.default_rng([seed, epoch, index])
+    return item, np.random.default_rng()
+
+
 def _positive_int(name: str, value: Any) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
@@ -106,11 +115,7 @@ class BaseDataSet(Dataset):
         return len(self.files)
 
     def __getitem__(self, item: int | tuple[int, int, int]) -> tuple[torch.Tensor, torch.Tensor]:
-        if isinstance(item, tuple):
-            index, seed, epoch = item
-            rng = np.random.default_rng([seed, epoch, index])
-        else:
-            index, rng = item, np.random.default_rng()
+        index, rng = sample_rng(item)
         image, mask, image_id = self._load_data(index)
         if image.shape[:2] != mask.shape[:2]:
             raise ValueError(

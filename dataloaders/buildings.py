@@ -1,0 +1,323 @@
+"""Building-footprint datasets sampled as windows of aerial tiles: WHU, Inria, Massachusetts, VOC.
+
+Every dataset is a list of (image, mask) tiles of any size. Masks are binarised with ``> 0``
+(building = 1) whatever their encoding (0/1, 0/255, palette PNG). Images are read as 8-bit RGB
+(:func:`utils.image_io.read_image`: 16-bit data is scaled by 1/257, grey is replicated, more than
+4 bands is refused with a message naming the file).
+
+Training (``augment``): an epoch is ``windows_per_epoch`` windows of ``crop_size`` pixels (default:
+one per ``crop_size``-square area of the tiles), each from a tile chosen by index and a position
+drawn from ``(seed, epoch, index)``: with probability ``building_bias`` the window is centred
+near a random building cell of the tile (from a 32-pixel grid of the mask, computed once per
+tile and process), else uniformly. Then a random flip and 90-degree rotation (nadir imagery has
+no up; no aspect distortion). A tile smaller than the crop is padded (image with the mean
+colour, mask with background). Windows are read with :class:`dataloaders.tiles.TileReader`
+(memory-mapped uncompressed TIFFs, else a per-process cache of decoded tiles).
+
+Validation (no ``augment``): a fixed grid of non-overlapping ``crop_size`` windows covering every
+tile, the last row and column shifted inside the tile (so their overlap is scored twice; for
+whole-tile scores use ``inference.py --mode sliding --gt``).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+
+from base.base_dataloader import BaseDataLoader
+from base.base_dataset import INV_STD_255, MEAN_255, BaseDataSet, sample_rng
+from dataloaders.building_demo import ensure_building_demo
+from dataloaders.tiles import TileReader, tifffile
+from utils.image_io import IMAGE_EXTENSIONS
+from utils.windows import window_starts
+
+GRID = 32  # cell size of the building map used for biased sampling
+_PAD_COLOUR = tuple(round(float(v)) for v in MEAN_255.reshape(3))
+
+
+def _images(folder: str, what: str) -> dict[str, str]:
+    """``{stem: path}`` of the images in ``folder``; a missing folder is an error naming it."""
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(f"{what} folder {folder} does not exist")
+    found = {}
+    for name in sorted(os.listdir(folder)):
+        stem, ext = os.path.splitext(name)
+        if not name.startswith(".") and ext.lower() in IMAGE_EXTENSIONS:
+            found[stem] = os.path.join(folder, name)
+    return found
+
+
+def _pairs(image_dir: str, mask_dir: str, stems: list[str] | None = None) -> list[tuple[str, str]]:
+    """(image, mask) paths paired by file name without extension; every image needs a mask."""
+    images = _images(image_dir, "image")
+    masks = _images(mask_dir, "mask")
+    stems = sorted(images) if stems is None else stems
+    missing = [s for s in stems if s not in images or s not in masks]
+    if missing:
+        raise FileNotFoundError(
+            f"{len(missing)} image(s) without an image file in {image_dir} or a mask in "
+            f"{mask_dir}, e.g. {missing[:3]}; images and masks are paired by name"
+        )
+    if not stems:
+        raise FileNotFoundError(f"no image in {image_dir}")
+    return [(images[s], masks[s]) for s in stems]
+
+
+class BuildingDataset(BaseDataSet):
+    """Windows of building tiles; subclasses fill ``self.files`` with (image, mask) paths."""
+
+    def __init__(
+        self,
+        data_dir: str,
+        split: str = "train",
+        crop_size: int = 512,
+        augment: bool = False,
+        windows_per_epoch: int | None = None,
+        building_bias: float = 0.5,
+        cache_tiles: int = 4,
+    ) -> None:
+        if not 0 <= building_bias <= 1:
+            raise ValueError(f"building_bias must be in [0, 1], got {building_bias}")
+        self.windows_per_epoch = windows_per_epoch
+        self.building_bias = building_bias
+        self.cache_tiles = cache_tiles
+        self._reader: TileReader | None = None
+        self._cells: dict[int, np.ndarray] = {}
+        super().__init__(data_dir, split, base_size=crop_size, crop_size=crop_size, augment=augment)
+        self.sizes = [self._size(image) for image, _ in self.files]
+        self.windows = self._grid()
+
+    # -- reading --------------------------------------------------------------------------
+
+    @property
+    def reader(self) -> TileReader:
+        if self._reader is None:  # one per process (a worker gets the dataset without it)
+            self._reader = TileReader(self.cache_tiles)
+        return self._reader
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_reader": None, "_cells": {}}
+
+    def _size(self, path: str) -> tuple[int, int]:
+        """(height, width) of a tile, from the TIFF header when possible (no decoding)."""
+        if tifffile is not None and path.lower().endswith((".tif", ".tiff")):
+            try:
+                with tifffile.TiffFile(path) as tif:
+                    page = tif.pages[0]
+                    bands, shape = page.samplesperpixel, page.shape
+            except (tifffile.TiffFileError, OSError, ValueError) as err:
+                raise OSError(f"{path} is not a readable TIFF: {err}") from err
+            if bands not in (1, 3, 4):
+                raise OSError(
+                    f"{path} has {bands} bands; supported are 8- or 16-bit grey, RGB or RGBA "
+                    "images (export the RGB bands of multi-band imagery first)"
+                )
+            return tuple(shape[:2])
+        return self.reader.array(path).shape[:2]
+
+    def _window(self, tile: int, y: int, x: int) -> tuple[np.ndarray, np.ndarray]:
+        """Image (RGB) and binary mask (0/1) of the crop at (y, x), padded to the crop."""
+        image_path, mask_path = self.files[tile]
+        crop = self.crop_size
+        image = self.reader.window(image_path, y, x, crop, crop)
+        mask = self.reader.window(mask_path, y, x, crop, crop, mask=True)
+        if image.shape[:2] != mask.shape[:2]:
+            raise ValueError(f"{image_path} and {mask_path} differ in size")
+        mask = (mask > 0).astype(np.uint8)
+        pad_h, pad_w = crop - image.shape[0], crop - image.shape[1]
+        if pad_h or pad_w:
+            border = (0, pad_h, 0, pad_w, cv2.BORDER_CONSTANT)
+            image = cv2.copyMakeBorder(image, *border, value=_PAD_COLOUR)
+            mask = cv2.copyMakeBorder(mask, *border, value=0)
+        return image, mask
+
+    # -- sampling -------------------------------------------------------------------------
+
+    def _grid(self) -> list[tuple[int, int, int]]:
+        windows = []
+        for tile, (h, w) in enumerate(self.sizes):
+            ys = window_starts(h, min(self.crop_size, h), min(self.crop_size, h))
+            xs = window_starts(w, min(self.crop_size, w), min(self.crop_size, w))
+            windows += [(tile, y, x) for y in ys for x in xs]
+        return windows
+
+    def __len__(self) -> int:
+        if not self.augment:
+            return len(self.windows)
+        if self.windows_per_epoch:
+            return self.windows_per_epoch
+        return sum(max(1, round(h * w / self.crop_size**2)) for h, w in self.sizes)
+
+    def _building_cells(self, tile: int) -> np.ndarray:
+        """(row, col) of the GRID cells of a tile that hold building pixels."""
+        if tile not in self._cells:
+            mask = self.reader.array(self.files[tile][1], mask=True)
+            h, w = mask.shape[:2]
+            rows, cols = math.ceil(h / GRID), math.ceil(w / GRID)
+            padded = np.zeros((rows * GRID, cols * GRID), bool)
+            padded[:h, :w] = np.asarray(mask) > 0
+            cells = padded.reshape(rows, GRID, cols, GRID).any(axis=(1, 3))
+            self._cells[tile] = np.argwhere(cells)
+        return self._cells[tile]
+
+    def _random_window(self, tile: int, rng: np.random.Generator) -> tuple[int, int]:
+        h, w = self.sizes[tile]
+        max_y, max_x = max(h - self.crop_size, 0), max(w - self.crop_size, 0)
+        if rng.random() < self.building_bias:
+            cells = self._building_cells(tile)
+            if len(cells):
+                cy, cx = cells[rng.integers(len(cells))] * GRID + rng.integers(0, GRID, 2)
+                y = int(np.clip(cy - self.crop_size // 2, 0, max_y))
+                x = int(np.clip(cx - self.crop_size // 2, 0, max_x))
+                return y, x
+        return int(rng.integers(0, max_y + 1)), int(rng.integers(0, max_x + 1))
+
+    def __getitem__(self, item: int | tuple[int, int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        index, rng = sample_rng(item)
+        if self.augment:
+            tile = index % len(self.files)
+            image, mask = self._window(tile, *self._random_window(tile, rng))
+            if rng.random() < 0.5:
+                image, mask = image[:, ::-1], mask[:, ::-1]
+            turns = int(rng.integers(4))
+            image, mask = np.rot90(image, turns), np.rot90(mask, turns)
+        else:
+            image, mask = self._window(*self.windows[index])
+        pixels = np.ascontiguousarray(image.transpose(2, 0, 1)).astype(np.float32)
+        pixels -= MEAN_255
+        pixels *= INV_STD_255
+        target = np.ascontiguousarray(mask, dtype=np.float32)[None]
+        return torch.from_numpy(pixels), torch.from_numpy(target)
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(split={self.split!r}, tiles={len(self.files)}, "
+            f"windows={len(self)}, crop_size={self.crop_size}, augment={self.augment}, "
+            f"data_dir={self.data_dir!r})"
+        )
+
+
+class WHUBuildingDataset(BuildingDataset):
+    """WHU building (aerial): ``<data_dir>/{train,val,test}/{image,label}/`` 512x512 tiles."""
+
+    def __init__(
+        self, data_dir: str, split: str = "train", image_dir: str = "image",
+        mask_dir: str = "label", **kwargs: Any,
+    ) -> None:  # fmt: skip
+        self.image_dir, self.mask_dir = image_dir, mask_dir
+        super().__init__(data_dir, split, **kwargs)
+
+    def _set_files(self) -> None:
+        root = os.path.join(self.data_dir, self.split)
+        self.files = _pairs(os.path.join(root, self.image_dir), os.path.join(root, self.mask_dir))
+
+
+DEMO_TILES = 16  # 8 per city: with val_tiles 2, 12 training and 4 validation tiles
+INRIA_TILE = re.compile(r"^(?P<city>.*?)(?P<number>\d+)$")
+
+
+class InriaBuildingDataset(BuildingDataset):
+    """Inria Aerial Image Labeling: ``<data_dir>/AerialImageDataset/train/{images,gt}/``.
+
+    ``split`` ``train`` holds tiles 6 and up of each city, ``val`` tiles 1 to 5 (the usual
+    convention; ``val_tiles``), decided from the file name only (``austin12.tif`` -> 12). The
+    ``test`` tiles have no ground truth: predict them with ``inference.py``. ``demo``: first write
+    the synthetic building demo (``DEMO_TILES`` tiles, see :mod:`dataloaders.building_demo`) to
+    ``data_dir`` if it is not there.
+    """
+
+    def __init__(
+        self, data_dir: str, split: str = "train", root: str = "AerialImageDataset",
+        image_dir: str = "images", mask_dir: str = "gt", val_tiles: int = 5, demo: bool = False,
+        **kwargs: Any,
+    ) -> None:  # fmt: skip
+        if split not in ("train", "val"):
+            raise ValueError(
+                f"Inria split must be 'train' or 'val' (tiles 1..{val_tiles} of each city), got "
+                f"{split!r}; the test tiles have no ground truth: use inference.py on them"
+            )
+        self.root, self.image_dir, self.mask_dir = root, image_dir, mask_dir
+        self.val_tiles = val_tiles
+        if demo:
+            ensure_building_demo(data_dir, num_tiles=DEMO_TILES)
+        super().__init__(data_dir, split, **kwargs)
+
+    def _set_files(self) -> None:
+        folder = os.path.join(self.data_dir, self.root, "train")
+        image_dir = os.path.join(folder, self.image_dir)
+        stems = []
+        for stem in _images(image_dir, "image"):
+            found = INRIA_TILE.match(stem)
+            if found is None:
+                raise ValueError(f"{image_dir}: {stem!r} is not an Inria tile name like austin12")
+            if (int(found["number"]) <= self.val_tiles) == (self.split == "val"):
+                stems.append(stem)
+        self.files = _pairs(image_dir, os.path.join(folder, self.mask_dir), stems)
+
+
+class MassachusettsBuildingDataset(BuildingDataset):
+    """Massachusetts Buildings: ``<data_dir>/{split}/`` images and ``<data_dir>/{split}_labels/``
+    masks, 1500x1500 tiles (``image_dir`` / ``mask_dir`` may name other folders; ``{split}`` is
+    replaced)."""
+
+    def __init__(
+        self, data_dir: str, split: str = "train", image_dir: str = "{split}",
+        mask_dir: str = "{split}_labels", **kwargs: Any,
+    ) -> None:  # fmt: skip
+        self.image_dir, self.mask_dir = image_dir, mask_dir
+        super().__init__(data_dir, split, **kwargs)
+
+    def _set_files(self) -> None:
+        image_dir = os.path.join(self.data_dir, self.image_dir.format(split=self.split))
+        mask_dir = os.path.join(self.data_dir, self.mask_dir.format(split=self.split))
+        self.files = _pairs(image_dir, mask_dir)
+
+
+class VOCBinaryDataset(BuildingDataset):
+    """Own data in the VOC layout: ``JPEGImages/`` + ``SegmentationClass/`` (any class > 0 is the
+    foreground), split by ``ImageSets/Segmentation/{split}.txt`` when it exists (else every
+    image of the folders is in every split)."""
+
+    def __init__(
+        self, data_dir: str, split: str = "train", image_dir: str = "JPEGImages",
+        mask_dir: str = "SegmentationClass", **kwargs: Any,
+    ) -> None:  # fmt: skip
+        self.image_dir, self.mask_dir = image_dir, mask_dir
+        super().__init__(data_dir, split, **kwargs)
+
+    def _set_files(self) -> None:
+        listing = os.path.join(self.data_dir, "ImageSets", "Segmentation", f"{self.split}.txt")
+        stems = None
+        if os.path.isfile(listing):
+            with open(listing) as f:
+                stems = [line.split()[0] for line in f if line.strip()]
+        image_dir = os.path.join(self.data_dir, self.image_dir)
+        self.files = _pairs(image_dir, os.path.join(self.data_dir, self.mask_dir), stems)
+
+
+class _BuildingLoader(BaseDataLoader):
+    """A loader of windows: validation comes from a split of tiles, not from ``val_split``."""
+
+    supports_val_split = False
+
+
+class WHUBuilding(_BuildingLoader):
+    dataset_class = WHUBuildingDataset
+
+
+class InriaBuilding(_BuildingLoader):
+    dataset_class = InriaBuildingDataset
+
+
+class MassachusettsBuilding(_BuildingLoader):
+    dataset_class = MassachusettsBuildingDataset
+
+
+class VOCBinary(_BuildingLoader):
+    dataset_class = VOCBinaryDataset
