@@ -34,7 +34,7 @@ from base.base_dataloader import BaseDataLoader
 from base.base_dataset import INV_STD_255, MEAN_255, BaseDataSet, sample_rng
 from dataloaders.building_demo import ensure_building_demo
 from dataloaders.tiles import TileReader, tifffile
-from utils.image_io import IMAGE_EXTENSIONS
+from utils.image_io import IMAGE_EXTENSIONS, image_size
 from utils.windows import window_starts
 
 GRID = 32  # cell size of the building map used for biased sampling
@@ -119,7 +119,7 @@ class BuildingDataset(BaseDataSet):
                     "images (export the RGB bands of multi-band imagery first)"
                 )
             return tuple(shape[:2])
-        return self.reader.array(path).shape[:2]
+        return image_size(path)
 
     def _window(self, tile: int, y: int, x: int) -> tuple[np.ndarray, np.ndarray]:
         """Image (RGB) and binary mask (0/1) of the crop at (y, x), padded to the crop."""

@@ -229,3 +229,20 @@ def test_inria_demo_recipe_trains_and_reports_building_metrics(tmp_path):
     for name in ("IoU", "F1", "precision", "recall", "accuracy", "maxF"):
         assert f'"{name}": ' in record
     assert (Path(data) / "AerialImageDataset" / "test" / "images").is_dir()
+
+
+@pytest.mark.parametrize(
+    ("name", "params"),
+    [
+        ("a.jpg", []),
+        ("b.jpg", [cv2.IMWRITE_JPEG_PROGRESSIVE, 1]),
+        ("c.png", []),
+        ("d.bmp", []),
+    ],
+)
+def test_tile_sizes_come_from_the_headers(tmp_path, name, params):
+    from utils.image_io import image_size
+
+    image, _ = tile(37, 91, 4)
+    assert cv2.imwrite(str(tmp_path / name), image, params)
+    assert image_size(tmp_path / name) == (37, 91)

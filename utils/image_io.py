@@ -73,6 +73,40 @@ def _decode(path: str | os.PathLike, expected: str) -> np.ndarray:
     return array
 
 
+_JPEG_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+
+
+def _header_size(data: bytes) -> tuple[int, int] | None:
+    """(height, width) from a PNG or JPEG header, or None for other formats."""
+    if data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR":
+        return int.from_bytes(data[20:24], "big"), int.from_bytes(data[16:20], "big")
+    if data[:2] != b"\xff\xd8":
+        return None
+    offset = 2
+    while offset + 9 <= len(data) and data[offset] == 0xFF:
+        marker = data[offset + 1]
+        length = int.from_bytes(data[offset + 2 : offset + 4], "big")
+        if marker in _JPEG_SOF:
+            return (
+                int.from_bytes(data[offset + 5 : offset + 7], "big"),
+                int.from_bytes(data[offset + 7 : offset + 9], "big"),
+            )
+        offset += 2 + length
+    return None
+
+
+def image_size(path: str | os.PathLike) -> tuple[int, int]:
+    """(height, width) of an image, from the PNG or JPEG header when possible (no decoding;
+    other formats are decoded). Raises ``OSError`` naming the path."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(65536)
+    except OSError as e:
+        raise OSError(f"cannot read {path}: {e.strerror or e}") from e
+    size = _header_size(head)
+    return size if size is not None else read_image(path).shape[:2]
+
+
 def read_image(path: str | os.PathLike) -> np.ndarray:
     """Read an image as HxWx3 uint8 RGB.
 
