@@ -80,7 +80,7 @@ class Trainer(BaseTrainer):
         for images, masks in self._progress(self.val_loader, "val", epoch):
             probs = model(images.contiguous(memory_format=self.step.memory_format))
             metrics.update(probs, masks)
-            if sum(len(t[0]) for t in shown) < self.vis_samples:
+            if self.writer is not None and sum(len(t[0]) for t in shown) < self.vis_samples:
                 shown.append((images, masks, probs))
         metrics.all_reduce()
         if self.writer is not None:

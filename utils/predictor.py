@@ -161,8 +161,13 @@ class Predictor:
     def count_windows(self, height: int, width: int) -> int:
         """How many windows sliding mode runs on an image of this size (flip included)."""
         opts = self.options
-        h, w = max(1, round(height * opts.scale)), max(1, round(width * opts.scale))
+        h, w = self._scaled_size(height, width)
         return len(window_grid(h, w, opts.window, opts.window_stride)[1]) * (1 + opts.flip)
+
+    def _scaled_size(self, height: int, width: int) -> tuple[int, int]:
+        """The (height, width) sliding mode cuts windows from (``scale`` times the image)."""
+        scale = self.options.scale
+        return max(1, round(height * scale)), max(1, round(width * scale))
 
     # -- helpers ------------------------------------------------------------------------------
 
@@ -208,8 +213,8 @@ class Predictor:
         opts = self.options
         height, width = image.shape[:2]
         if opts.scale != 1:
-            size = (max(1, round(width * opts.scale)), max(1, round(height * opts.scale)))
-            scaled = cv2.resize(image, size, interpolation=cv2.INTER_LINEAR)
+            scaled_h, scaled_w = self._scaled_size(height, width)
+            scaled = cv2.resize(image, (scaled_w, scaled_h), interpolation=cv2.INTER_LINEAR)
         else:
             scaled = image
         pixels = torch.from_numpy(np.ascontiguousarray(scaled)).to(self.device)
