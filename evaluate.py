@@ -12,9 +12,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from utils.device import resolve_device
-from utils.evaluation import evaluate_folders, print_report, write_results
+from utils.io.atomic import write_json
 from utils.metrics import METRIC_NAMES
+from utils.metrics.folders import evaluate_folders, print_report
+from utils.runtime.device import resolve_device
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -75,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     print_report(results, args.pred, args.gt)
     if args.json:
         try:
-            write_results(results, args.json)
+            write_json(args.json, results)
         except OSError as err:
             print(f"error: cannot write {args.json}: {err}", file=sys.stderr)
             return 2

@@ -13,21 +13,18 @@ import argparse
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import torch
 
-from models.pretrained import model_from_weights, read_pretrained
-from utils import config as cfg
-from utils.batch_prediction import list_inputs, predict_files
-from utils.cpu_memory import keep_freed_memory
-from utils.device import resolve_device
-from utils.evaluation import evaluate_folders, format_file_list, print_report, write_results
-from utils.prediction_outputs import OUTPUT_KINDS
-from utils.predictor import MODES, PredictOptions, Predictor, default_batch_size
-from utils.windows import BLENDS
-
-DEFAULT_SIZE = 320
+from u2seg import Predictor
+from utils.inference.files import list_inputs, predict_files
+from utils.inference.outputs import OUTPUT_KINDS
+from utils.inference.predictor import MODES, PredictOptions
+from utils.inference.windows import BLENDS
+from utils.io.atomic import write_json
+from utils.metrics.folders import evaluate_folders, format_file_list, print_report
+from utils.runtime.cpu_memory import keep_freed_memory
+from utils.runtime.precision import AMP_DTYPES
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -80,7 +77,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     arg("--gt", help="ground-truth folder: score the written maps like evaluate.py")
     arg("--json", help="with --gt: also write the scores to this JSON file")
     arg("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
-    arg("--amp", action="store_true", help="mixed precision: float16 on CUDA, bfloat16 on CPU")
+    arg(
+        "--amp",
+        nargs="?",
+        const="auto",
+        default="off",
+        choices=[*AMP_DTYPES, "auto"],
+        help="mixed precision: off (default), fp16 (CUDA), bf16; --amp alone: fp16 on CUDA, "
+        "bf16 on the CPU",
+    )
     arg("--channels-last", action="store_true", help="channels-last memory format")
     arg(
         "--batch-size",
@@ -106,43 +111,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def input_size(config: dict[str, Any] | None) -> int:
-    """The validation ``base_size`` of a training config (else the train loader's), or 320."""
-    for section in ("val_loader", "train_loader"):
-        loader = (config or {}).get(section) or {}
-        size = loader.get("args", {}).get("base_size")
-        if isinstance(size, int):
-            return size
-    return DEFAULT_SIZE
-
-
-def load_model(weights: str, config_path: str | None) -> tuple[torch.nn.Module, int, str]:
-    """The model, its default input size and a description; with ``config_path`` the config's
-    ``arch`` builds the model and ``weights`` (any format) fill it."""
-    if config_path:
-        config = cfg.load_config(config_path)
-        if not isinstance(config.get("arch"), dict):
-            raise cfg.ConfigError(f"{config_path} has no 'arch' section to build the model from")
-        arch = config["arch"]
-        model = cfg.build(
-            {"arch": {**arch, "args": {**arch.get("args", {}), "pretrained": weights}}}, "arch"
-        )
-        return model.eval(), input_size(config), f"{arch['type']} from {config_path}"
-    loaded = read_pretrained(weights)
-    return (
-        model_from_weights(loaded),
-        input_size(loaded.config),
-        f"U2Net {loaded.variant!r} ({loaded.source} weights)",
-    )
-
-
 def evaluate(args: argparse.Namespace, device: torch.device) -> int:
     """Score the written maps against ``--gt`` like evaluate.py; returns an exit status."""
     maps = Path(args.output) / OUTPUT_KINDS["map"][0]
     results = evaluate_folders(maps, args.gt, device=device, workers=args.workers)
     print_report(results, maps, args.gt)
     if args.json:
-        write_results(results, args.json)
+        write_json(args.json, results)
     return 1 if results["unreadable"] else 0
 
 
@@ -150,22 +125,22 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     keep_freed_memory()
     try:
-        device, ids = resolve_device(args.device)
-        if ids:
-            raise ValueError(f"--device {args.device}: inference runs on one device; give one id")
-        model, default_size, description = load_model(args.model, args.config)
-        size = args.size or default_size
-        options = PredictOptions(
+        predictor = Predictor.from_checkpoint(
+            args.model,
+            device=args.device,
+            config=args.config,
+            amp=args.amp,
+            channels_last=args.channels_last,
             mode=args.mode,
-            size=size,
-            scales=tuple(args.scales),
+            size=args.size,
+            scales=args.scales,
             flip=args.flip,
-            window=args.window or size,
+            window=args.window,
             overlap=args.overlap,
             stride=args.stride,
             scale=args.scale,
             blend=args.blend,
-            batch_size=args.batch_size or default_batch_size(device),
+            batch_size=args.batch_size,
             post_norm=args.post_norm,
         )
         inputs = list_inputs(Path(args.input), Path(args.output))
@@ -173,8 +148,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
 
-    predictor = Predictor(model, options, device, amp=args.amp, channels_last=args.channels_last)
-    print(f"{description} on {device}; {args.mode} mode, {describe(options)}; {len(inputs)} images")
+    options, device = predictor.options, predictor.device
+    print(
+        f"{predictor.description} on {device}; {options.mode} mode, {describe(options)}; "
+        f"{len(inputs)} images"
+    )
     start = time.perf_counter()
     written, failures = predict_files(
         predictor, inputs, Path(args.output), args.save, args.threshold, args.workers

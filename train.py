@@ -11,11 +11,12 @@ from typing import Any
 
 from base.base_trainer import NonFiniteLossError
 from utils import config as cfg
-from utils.checkpoint import load_checkpoint, seed_everything
-from utils.cpu_memory import keep_freed_memory
-from utils.distributed import LaunchError, broadcast_object, cleanup, is_main_process
-from utils.execution import Execution, setup_execution
-from utils.run_dir import new_run_dir
+from utils.io.checkpoint import load_checkpoint
+from utils.io.run_dir import new_run_dir
+from utils.runtime.cpu_memory import keep_freed_memory
+from utils.runtime.distributed import LaunchError, broadcast_object, cleanup, is_main_process
+from utils.runtime.execution import Execution, setup_execution
+from utils.runtime.seeding import seed_everything
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -48,7 +49,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def resolve_config(args: argparse.Namespace) -> dict[str, Any]:
+def registries() -> cfg.Registries:
+    """The classes each built config section may name (imported here, late: --help stays fast)."""
+    import dataloaders
+    import models
+    from utils.training import LOSSES, LR_SCHEDULERS, OPTIMIZERS
+
+    loaders = cfg.classes_in(dataloaders)
+    return {
+        "arch": cfg.classes_in(models),
+        "train_loader": loaders,
+        "val_loader": loaders,
+        "loss": LOSSES,
+        "optimizer": OPTIMIZERS,
+        "lr_scheduler": LR_SCHEDULERS,
+    }
+
+
+def resolve_config(args: argparse.Namespace, known: cfg.Registries) -> dict[str, Any]:
     """The config of the run: stored (resume) <- -c file <- --seed <- --opt, then validated."""
     config: dict[str, Any] = {}
     if args.resume:
@@ -57,8 +75,8 @@ def resolve_config(args: argparse.Namespace) -> dict[str, Any]:
         config = cfg.merge(config, cfg.load_config(args.config))
     if args.seed is not None:
         config["seed"] = args.seed
-    config = cfg.apply_overrides(config, args.opt)
-    return cfg.validate_config(config)
+    config = cfg.apply_overrides(config, args.opt, known)
+    return cfg.validate_config(config, known)
 
 
 def setup_logging(run_dir: Path, main_process: bool = True) -> None:
@@ -90,13 +108,12 @@ def error_message(err: BaseException) -> str:
 
 def main(argv: list[str] | None = None) -> Path:
     """Build everything from the config and train; returns the run folder."""
-    import dataloaders  # noqa: F401  (registries are imported late: --help stays fast)
-    import models  # noqa: F401
     from trainer import Trainer
 
     args = parse_args(argv)
-    config = resolve_config(args)
-    keep_freed_memory()  # large activations: no page faults on every step (utils/cpu_memory.py)
+    known = registries()
+    config = resolve_config(args, known)
+    keep_freed_memory()  # no page faults on every step (see utils/runtime/cpu_memory.py)
     launch_argv = sys.argv if argv is None else ["train.py", *argv]
     execution = setup_execution(config, args.device, launch_argv)
     run_dir = None
@@ -113,18 +130,18 @@ def main(argv: list[str] | None = None) -> Path:
     seed = config["seed"]
     seed_everything(seed)
     # A resumed run takes its weights from the checkpoint, not from arch.args.pretrained.
-    model = cfg.build(without_pretrained(config) if args.resume else config, "arch")
+    model = cfg.build(without_pretrained(config) if args.resume else config, "arch", known["arch"])
     logger.info("model: %s", model.summary())
-    train_loader = cfg.build(config, "train_loader", seed=seed)
+    train_loader = cfg.build(config, "train_loader", known["train_loader"], seed=seed)
     val_loader = (
-        cfg.build(config, "val_loader", seed=seed, evaluation=True)
+        cfg.build(config, "val_loader", known["val_loader"], seed=seed, evaluation=True)
         if config["val_loader"]
         else train_loader.split_validation()
     )
     logger.info("train: %r", train_loader.dataset)
     if val_loader is not None:
         logger.info("val: %r", val_loader.dataset)
-    loss = cfg.build(config, "loss")
+    loss = cfg.build(config, "loss", known["loss"])
     trainer = Trainer(
         model,
         loss,

@@ -10,11 +10,11 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from base.base_trainer import BaseTrainer
-from base.prefetcher import DataPrefetcher
-from utils.checkpoint import unwrap
-from utils.distributed import all_reduce_sum_, broadcast_buffers_
 from utils.metrics import SODMetrics
-from utils.visual import comparison_grid
+from utils.runtime.distributed import all_reduce_sum_, broadcast_buffers_
+from utils.runtime.execution import unwrap
+from utils.runtime.prefetcher import DataPrefetcher
+from utils.training.tensorboard import comparison_grid
 
 TB_PR_POINTS = 127  # the most points TensorBoard's PR-curve summary stores
 

@@ -4,6 +4,5 @@ from base.base_dataloader import BaseDataLoader
 from base.base_dataset import BaseDataSet
 from base.base_model import BaseModel
 from base.base_trainer import BaseTrainer
-from base.prefetcher import DataPrefetcher
 
-__all__ = ["BaseDataLoader", "BaseDataSet", "BaseModel", "BaseTrainer", "DataPrefetcher"]
+__all__ = ["BaseDataLoader", "BaseDataSet", "BaseModel", "BaseTrainer"]

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from utils.distributed import get_rank, get_world_size
+from utils.runtime.distributed import get_rank, get_world_size
 
 
 class SeededSampler(Sampler):

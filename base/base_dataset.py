@@ -10,22 +10,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from utils.preprocessing import DEFAULT_INPUT_SIZE, PAD_COLOUR, normalise_
 
-# Normalisation of 0..255 pixels as (x - MEAN_255) * INV_STD_255, in float32 (3x1x1 arrays);
-# inference applies the same float32 operations, so its inputs equal the validation inputs.
-MEAN_255 = np.array(IMAGENET_MEAN, dtype=np.float32)[:, None, None] * 255
-INV_STD_255 = 1 / (np.array(IMAGENET_STD, dtype=np.float32)[:, None, None] * 255)
 _GREY_WEIGHTS = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # RGB -> luma
-PAD_COLOUR = tuple(round(v * 255) for v in IMAGENET_MEAN)  # normalises to ~0
-
-
-def normalise_(image: np.ndarray) -> np.ndarray:
-    """Normalise a 3xHxW float32 image of 0..255 values with the ImageNet mean/std, in place."""
-    image -= MEAN_255
-    image *= INV_STD_255
-    return image
 
 
 def sample_rng(item: int | tuple[int, int, int]) -> tuple[int, np.random.Generator]:
@@ -66,7 +53,7 @@ class BaseDataSet(Dataset):
         self,
         data_dir: str,
         split: str,
-        base_size: int = 320,
+        base_size: int = DEFAULT_INPUT_SIZE,
         crop_size: int | None = None,
         augment: bool = False,
         scale_range: Sequence[float] | None = None,

@@ -13,18 +13,19 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from utils import config as cfg
-from utils.checkpoint import (
+from utils.io.atomic import write_json
+from utils.io.checkpoint import (
     CHECKPOINT_VERSION,
+    check_state_dict,
     load_checkpoint,
-    rng_state,
     save_checkpoint,
-    set_rng_state,
-    unwrap,
 )
-from utils.distributed import all_reduce_sum_, barrier
-from utils.execution import Execution, prepare_model
-from utils.run_dir import MetricsLog, periodic_checkpoints, write_json
-from utils.train_step import TrainStep
+from utils.io.run_dir import MetricsLog, periodic_checkpoints
+from utils.runtime.distributed import all_reduce_sum_, barrier
+from utils.runtime.execution import Execution, prepare_model, unwrap
+from utils.runtime.seeding import rng_state, set_rng_state
+from utils.training import LR_SCHEDULERS, OPTIMIZERS
+from utils.training.train_step import TrainStep
 
 
 class NonFiniteLossError(RuntimeError):
@@ -37,8 +38,8 @@ class BaseTrainer(ABC):
     ``_train_epoch(epoch)`` returns ``{"loss": float, "lr": float}``; ``_valid_epoch(epoch)``
     returns ``{metric name: float}``; ``higher_is_better`` names what validation reports, so the
     monitor is checked before training starts. ``execution`` says where the run executes (see
-    :mod:`utils.execution`); only its main process writes the config, metrics, TensorBoard and
-    checkpoints, the others wait at a barrier while it saves.
+    :mod:`utils.runtime.execution`); only its main process writes the config, metrics,
+    TensorBoard and checkpoints, the others wait at a barrier while it saves.
     """
 
     higher_is_better: ClassVar[dict[str, bool]]
@@ -79,11 +80,12 @@ class BaseTrainer(ABC):
         self.loss = loss.to(self.device)
 
         params = [p for p in self.model.parameters() if p.requires_grad]
-        self.optimizer = cfg.build(config, "optimizer", params)
+        self.optimizer = cfg.build(config, "optimizer", OPTIMIZERS, params)
         self.lr_scheduler = None
         if config["lr_scheduler"] is not None:
+            total_iters = self.epochs * len(train_loader)
             self.lr_scheduler = cfg.build(
-                config, "lr_scheduler", self.optimizer, total_iters=self.epochs * len(train_loader)
+                config, "lr_scheduler", LR_SCHEDULERS, self.optimizer, total_iters=total_iters
             )
         self.step = TrainStep(
             self.model,
@@ -241,16 +243,9 @@ class BaseTrainer(ABC):
                 f"checkpoint {path} is for arch {state.get('arch')!r}, but the config builds "
                 f"{self.config['arch']['type']!r}"
             )
-        own, saved = model.state_dict(), state["state_dict"]
-        missing = [k for k in own if k not in saved]
-        unexpected = [k for k in saved if k not in own]
-        wrong = [k for k, v in saved.items() if k in own and own[k].shape != v.shape]
-        if missing or unexpected or wrong:
-            raise ValueError(
-                f"checkpoint {path} does not fit the configured model {self.config['arch']}: "
-                f"{len(missing)} missing keys {missing[:3]}, {len(unexpected)} unexpected keys "
-                f"{unexpected[:3]}, {len(wrong)} shape mismatches {wrong[:3]}"
-            )
+        saved = state["state_dict"]
+        what = f"checkpoint {path} does not fit the configured model {self.config['arch']}"
+        check_state_dict(model.state_dict(), saved, what)
         model.load_state_dict(saved)
         self.optimizer.load_state_dict(state["optimizer"])
         if self.lr_scheduler is not None and state["lr_scheduler"] is not None:

@@ -2,12 +2,11 @@
 naive loop.
 
 ``python bench/sliding.py [--variant lite] [--size 5000] [--window 512] [--overlap 0.25]
-[--batch-size N] [--device auto] [--threads N]`` cuts one synthetic RGB tile (seeded smooth
-colours, shapes and noise) into the same grid of windows (``utils.windows.window_grid``: every
+[--batch-size N] [--device auto] [--threads N]`` cuts one synthetic RGB tile (seeded smooth colours,
+shapes and noise) into the same grid of windows (``utils.inference.windows.window_grid``: every
 ``stride`` = window less the overlap, the last ones shifted inside the border) and runs a randomly
 initialised U2Net (``torch.manual_seed(0)``, eval mode, ``torch.inference_mode``) three ways:
-
-- (a) ours: ``Predictor(mode="sliding").predict([tile])``, the whole sliding mode (Gaussian
+- (a) ours: ``Predictor(mode="sliding").predict_tensors([tile])``, the whole sliding mode (Gaussian
   blending, accumulators on the device, windows in batches);
 - (b) model forward alone: ``Predictor.forward`` on the same windows in the same batches, the
   uint8 batches being cut and stacked before the clock starts; (a)/(b) is the overhead of the
@@ -47,12 +46,12 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from base.base_dataset import INV_STD_255, MEAN_255
 from models.u2net import U2Net
-from utils.cpu_memory import keep_freed_memory
-from utils.device import resolve_device
-from utils.predictor import PredictOptions, Predictor, default_batch_size
-from utils.windows import window_grid
+from utils.inference.predictor import PredictOptions, Predictor, default_batch_size
+from utils.inference.windows import window_grid
+from utils.preprocessing import INV_STD_255, MEAN_255
+from utils.runtime.cpu_memory import keep_freed_memory
+from utils.runtime.device import resolve_device
 
 MIB = 2**20
 SAMPLE_S = 0.005
@@ -257,7 +256,7 @@ def run_row(args: argparse.Namespace) -> None:
             nonlocal windows
             windows += n
 
-        result.append(predictor.predict([tile], on_windows=count)[0].cpu().numpy())
+        result.append(predictor.predict_tensors([tile], on_windows=count)[0].cpu().numpy())
         return windows
 
     def run_forward() -> int:

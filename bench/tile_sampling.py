@@ -11,7 +11,7 @@ are read three ways, in this process:
 - (a) ours: ``dataloaders.tiles.TileReader(cache_tiles)`` (a fresh one per file), ``--windows``
   windows at positions drawn uniformly from ``default_rng(seed)``;
 - (b) baseline: for each of the first ``--baseline-windows`` of those positions, the whole tile is
-  decoded (``utils.image_io.read_image`` and ``read_mask``) and the window cropped; the windows
+  decoded (``utils.io.images.read_image`` and ``read_mask``) and the window cropped; the windows
   read by (a) at these positions are checked to equal (b)'s (the ``identical`` line);
 - (c) ours through the real dataset: ``InriaBuildingDataset`` (split train, ``crop_size`` = crop,
   ``augment``, ``windows_per_epoch`` = ``--windows``, ``cache_tiles``, default ``building_bias``
@@ -54,7 +54,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from dataloaders.buildings import InriaBuildingDataset
 from dataloaders.tiles import TileReader
-from utils.image_io import read_image, read_mask
+from utils.io.images import read_image, read_mask
 
 MIB = 2**20
 FORMATS = {"uncompressed": 1, "LZW": 5}  # cv2.IMWRITE_TIFF_COMPRESSION values

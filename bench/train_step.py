@@ -3,14 +3,13 @@
 ``python bench/train_step.py [--variants lite full] [--batch-size N] [--steps N] [--warmup N]
 [--images 64] [--workers 2] [--skip-data] [--device auto] [--threads N]``
 
-Model rows (one block per variant, ``u2net_lite`` and ``u2net_full``): a randomly initialised
-U2Net (``torch.manual_seed(0)``, train mode), AdamW (lr 1e-3) and ``DeepSupervisionLoss("bce")``
-run ``utils.train_step.TrainStep``, the trainer's own per-iteration step, on one fixed batch of
+Model rows (one block per variant, ``u2net_lite`` and ``u2net_full``): a randomly initialised U2Net
+(``torch.manual_seed(0)``, train mode), AdamW (lr 1e-3) and ``DeepSupervisionLoss("bce")`` run
+``utils.training.train_step.TrainStep``, the trainer's own per-iteration step, on one fixed batch of
 ``--batch-size`` x3x288x288 normalised-looking inputs (``randn``) and random binary masks, created
 once on the device, so the rows time the step alone (no data loading). Each configuration gets a
 fresh model and optimizer, runs ``--warmup`` untimed steps and then ``--steps`` timed ones
 (``torch.cuda.synchronize`` before and after on a GPU). Configurations:
-
 - (a) float32 NCHW eager: ``amp "off"``, ``channels_last false``, the baseline;
 - (b) the fastest configuration the config can express on this machine: on the CPU
   ``amp "bf16"`` + ``channels_last true``; on CUDA ``amp "fp16"`` (GradScaler) +
@@ -40,7 +39,7 @@ loading keeps up: if the machine cannot spare that many cores beside the trainin
 CPU-only machine the workers and the model share the same cores), training is data-bound.
 
 Prefetch rows (CUDA only, and not with ``--skip-data``): the real loader above (batch
-``--batch-size``, ``--workers`` workers, pinned memory) wrapped in ``base.prefetcher.
+``--batch-size``, ``--workers`` workers, pinned memory) wrapped in ``utils.runtime.prefetcher.
 DataPrefetcher`` with ``enabled`` false (each batch copied to the GPU when it is needed) and true
 (the copy of the next batch overlaps the current step on a side stream), feeding the (b) step of
 the first variant. After a warm-up epoch, at least ``--steps`` steps are run; each step is
@@ -67,14 +66,15 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from base.prefetcher import DataPrefetcher
 from dataloaders import DUTS
 from dataloaders.duts import SPLIT_DIRS
 from models.u2net import U2Net
-from utils.cpu_memory import keep_freed_memory
-from utils.device import resolve_device
-from utils.losses import DeepSupervisionLoss
-from utils.train_step import TrainStep, memory_format
+from utils.runtime.cpu_memory import keep_freed_memory
+from utils.runtime.device import resolve_device
+from utils.runtime.precision import memory_format
+from utils.runtime.prefetcher import DataPrefetcher
+from utils.training.losses import DeepSupervisionLoss
+from utils.training.train_step import TrainStep
 
 CROP = 288
 BASE_SIZE = 320

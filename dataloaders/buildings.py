@@ -2,7 +2,7 @@
 
 Every dataset is a list of (image, mask) tiles of any size. Masks are binarised with ``> 0``
 (building = 1) whatever their encoding (0/1, 0/255, palette PNG). Images are read as 8-bit RGB
-(:func:`utils.image_io.read_image`: 16-bit data is scaled by 1/257, grey is replicated, more than
+(:func:`utils.io.images.read_image`: 16-bit data is scaled by 1/257, grey is replicated, more than
 4 bands is refused with a message naming the file).
 
 Training (``augment``): an epoch is ``windows_per_epoch`` windows of ``crop_size`` pixels (default:
@@ -31,11 +31,12 @@ import numpy as np
 import torch
 
 from base.base_dataloader import BaseDataLoader
-from base.base_dataset import PAD_COLOUR, BaseDataSet, normalise_, sample_rng
+from base.base_dataset import BaseDataSet, sample_rng
 from dataloaders.building_demo import ensure_building_demo
 from dataloaders.tiles import TileReader
-from utils.image_io import IMAGE_EXTENSIONS, image_size
-from utils.windows import window_starts
+from utils.inference.windows import window_starts
+from utils.io.images import IMAGE_EXTENSIONS, image_size
+from utils.preprocessing import PAD_COLOUR, normalise_
 
 GRID = 32  # cell size of the building map used for biased sampling
 

@@ -9,7 +9,7 @@ import numpy as np
 
 from base.base_dataloader import BaseDataLoader
 from base.base_dataset import BaseDataSet
-from utils.image_io import IMAGE_EXTENSIONS, read_image, read_mask
+from utils.io.images import IMAGE_EXTENSIONS, read_image, read_mask
 
 SPLIT_DIRS = {
     "train": ("DUTS-TR/DUTS-TR-Image", "DUTS-TR/DUTS-TR-Mask"),

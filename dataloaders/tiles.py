@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import tifffile
 
-from utils.image_io import read_image, read_mask
+from utils.io.images import read_image, read_mask
 
 
 def _memmap(path: str, mask: bool) -> np.ndarray | None:

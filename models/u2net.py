@@ -7,13 +7,16 @@ of the tensor it is joined with, so any input size works.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from base.base_model import BaseModel
+from models.variants import VARIANTS, Stage, check_variant
+from models.weight_formats import PretrainedWeights, read_pretrained
+from utils.io.checkpoint import check_state_dict
 
 
 def _resize(x: torch.Tensor, size: torch.Size | tuple[int, int]) -> torch.Tensor:
@@ -111,57 +114,11 @@ class RSU4F(_ResidualU):
         )
 
 
-class Stage(NamedTuple):
-    """One U2Net stage: RSU height (0 for RSU-4F) and its in/mid/out channels."""
-
-    height: int
-    in_ch: int
-    mid_ch: int
-    out_ch: int
-
-    def build(self) -> RSU | RSU4F:
-        if self.height == 0:
-            return RSU4F(self.in_ch, self.mid_ch, self.out_ch)
-        return RSU(self.height, self.in_ch, self.mid_ch, self.out_ch)
-
-
-# Encoders En1..En6 and decoders De5..De1 per variant (official U2NET and U2NETP).
-VARIANTS: dict[str, tuple[tuple[Stage, ...], tuple[Stage, ...]]] = {
-    "full": (
-        (
-            Stage(7, 3, 32, 64),
-            Stage(6, 64, 32, 128),
-            Stage(5, 128, 64, 256),
-            Stage(4, 256, 128, 512),
-            Stage(0, 512, 256, 512),
-            Stage(0, 512, 256, 512),
-        ),
-        (
-            Stage(0, 1024, 256, 512),
-            Stage(4, 1024, 128, 256),
-            Stage(5, 512, 64, 128),
-            Stage(6, 256, 32, 64),
-            Stage(7, 128, 16, 64),
-        ),
-    ),
-    "lite": (
-        (
-            Stage(7, 3, 16, 64),
-            Stage(6, 64, 16, 64),
-            Stage(5, 64, 16, 64),
-            Stage(4, 64, 16, 64),
-            Stage(0, 64, 16, 64),
-            Stage(0, 64, 16, 64),
-        ),
-        (
-            Stage(0, 128, 16, 64),
-            Stage(4, 128, 16, 64),
-            Stage(5, 128, 16, 64),
-            Stage(6, 128, 16, 64),
-            Stage(7, 128, 16, 64),
-        ),
-    ),
-}
+def build_stage(stage: Stage) -> RSU | RSU4F:
+    """The block of a stage: RSU-4F for height 0, else an RSU of that height."""
+    if stage.height == 0:
+        return RSU4F(stage.in_ch, stage.mid_ch, stage.out_ch)
+    return RSU(stage.height, stage.in_ch, stage.mid_ch, stage.out_ch)
 
 
 class U2Net(BaseModel):
@@ -170,30 +127,42 @@ class U2Net(BaseModel):
     Training mode returns seven logit maps at the input size: the fused map, then the side maps
     of De1, De2, De3, De4, De5, En6 (official d0, d1..d6). Eval mode returns ``sigmoid(fused)``.
     ``pretrained``: a weights file to start from (official, config-driven port or ours; see
-    ``models.pretrained``), which must hold this variant.
+    :mod:`models.weight_formats`), which must hold this variant.
     """
 
     def __init__(
         self, variant: str = "full", in_channels: int = 3, pretrained: str | None = None
     ) -> None:
         super().__init__()
-        if variant not in VARIANTS:
-            valid = ", ".join(repr(v) for v in VARIANTS)
-            raise ValueError(f"unknown U2Net variant {variant!r}; valid variants: {valid}")
+        check_variant(variant)
         self.variant = variant
         enc_stages, dec_stages = VARIANTS[variant]
         enc_stages = (enc_stages[0]._replace(in_ch=in_channels), *enc_stages[1:])
-        self.encoders = nn.ModuleList(s.build() for s in enc_stages)
-        self.decoders = nn.ModuleList(s.build() for s in dec_stages)
+        self.encoders = nn.ModuleList(build_stage(s) for s in enc_stages)
+        self.decoders = nn.ModuleList(build_stage(s) for s in dec_stages)
         # Side heads in the order they are computed: En6, De5, De4, De3, De2, De1.
         self.side_heads = nn.ModuleList(
             nn.Conv2d(s.out_ch, 1, 3, padding=1) for s in (enc_stages[-1], *dec_stages)
         )
         self.fusion = nn.Conv2d(len(self.side_heads), 1, 1)
         if pretrained is not None:
-            from .pretrained import read_pretrained  # late: that module imports this one
+            self.load_weights(read_pretrained(pretrained, variant, in_channels))
 
-            self.load_state_dict(read_pretrained(pretrained, variant, in_channels).state_dict)
+    @classmethod
+    def from_weights(cls, weights: PretrainedWeights) -> U2Net:
+        """The U2Net that ``weights`` fit, holding them, in eval mode on the CPU; ValueError
+        (naming the file and the keys) when they do not fit."""
+        with torch.device("meta"):  # no random initialisation: every tensor comes from the file
+            model = cls(weights.variant, weights.in_channels)
+        model.load_weights(weights, assign=True)
+        return model.eval()
+
+    def load_weights(self, weights: PretrainedWeights, assign: bool = False) -> None:
+        """Copy ``weights`` into this model (or, with ``assign``, take their tensors) after
+        checking that their keys and shapes fit it (ValueError naming the file otherwise)."""
+        what = weights.mismatch(f"U2Net(variant={self.variant!r})")
+        check_state_dict(self.state_dict(), weights.state_dict, what)
+        self.load_state_dict(weights.state_dict, assign=assign)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
         size = x.shape[-2:]
@@ -212,3 +181,13 @@ class U2Net(BaseModel):
         if self.training:
             return (fused, *sides)
         return torch.sigmoid(fused)
+
+
+def load_pretrained(path: str | Path, variant: str | None = None) -> U2Net:
+    """A U2Net in eval mode on the CPU with the weights of ``path`` (any format that
+    :func:`models.weight_formats.read_pretrained` reads).
+
+    The variant (and the number of input channels) is read from the tensor shapes; a given
+    ``variant`` must match it (ValueError otherwise).
+    """
+    return U2Net.from_weights(read_pretrained(path, variant))

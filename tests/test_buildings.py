@@ -13,7 +13,6 @@ import pytest
 import tifffile
 import torch
 
-from base.base_dataset import INV_STD_255, MEAN_255
 from dataloaders.buildings import (
     InriaBuildingDataset,
     MassachusettsBuildingDataset,
@@ -21,6 +20,7 @@ from dataloaders.buildings import (
     WHUBuildingDataset,
 )
 from dataloaders.tiles import TileReader
+from utils.preprocessing import INV_STD_255, MEAN_255
 
 
 def tile(h: int, w: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -241,7 +241,7 @@ def test_inria_demo_recipe_trains_and_reports_building_metrics(tmp_path):
     ],
 )
 def test_tile_sizes_come_from_the_headers(tmp_path, name, params):
-    from utils.image_io import image_size
+    from utils.io.images import image_size
 
     image, _ = tile(37, 91, 4)
     assert cv2.imwrite(str(tmp_path / name), image, params)

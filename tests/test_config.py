@@ -4,6 +4,7 @@ import json
 
 import pytest
 
+from train import registries
 from utils import config as cfg
 
 BASE = {
@@ -13,9 +14,11 @@ BASE = {
     "optimizer": {"type": "AdamW", "args": {"lr": 0.001}},
 }
 
+REGISTRIES = registries()
+
 
 def test_defaults_are_filled_and_input_untouched():
-    full = cfg.validate_config(BASE)
+    full = cfg.validate_config(BASE, REGISTRIES)
     assert full["trainer"]["epochs"] == cfg.DEFAULTS["trainer"]["epochs"]
     assert full["val_loader"] is None and full["lr_scheduler"] is None
     assert "trainer" not in BASE
@@ -46,7 +49,7 @@ def test_defaults_are_filled_and_input_untouched():
 )
 def test_bad_configs_name_the_key(config, message):
     with pytest.raises(cfg.ConfigError, match=message.replace("(", r"\(").replace(".", r"\.")):
-        cfg.validate_config(config)
+        cfg.validate_config(config, REGISTRIES)
 
 
 def test_loader_accepts_dataset_arguments():
@@ -63,7 +66,7 @@ def test_loader_accepts_dataset_arguments():
             },
         },
     }
-    cfg.validate_config(config)
+    cfg.validate_config(config, REGISTRIES)
 
 
 def test_overrides_parse_json_and_strings():
@@ -75,6 +78,7 @@ def test_overrides_parse_json_and_strings():
             "trainer.monitor=min MAE",
             "trainer.tensorboard=false",
         ],
+        REGISTRIES,
     )
     assert config["trainer"]["epochs"] == 5
     assert config["arch"]["args"]["variant"] == "full"
@@ -86,13 +90,13 @@ def test_overrides_parse_json_and_strings():
 @pytest.mark.parametrize("opt", ["bogus.key=3", "trainer.bogus=1", "arch.args.depth=3"])
 def test_unknown_override_is_named(opt):
     with pytest.raises(cfg.ConfigError, match=f"--opt {opt.replace('.', '[.]')}"):
-        cfg.apply_overrides(BASE, [opt])
+        cfg.apply_overrides(BASE, [opt], REGISTRIES)
 
 
 @pytest.mark.parametrize("opt", ["novalue", "=3", "a..b=1"])
 def test_malformed_override(opt):
     with pytest.raises(cfg.ConfigError, match=r"KEY\.PATH=VALUE"):
-        cfg.apply_overrides(BASE, [opt])
+        cfg.apply_overrides(BASE, [opt], REGISTRIES)
 
 
 def test_merge_is_deep():
@@ -113,10 +117,10 @@ def test_load_config_errors(tmp_path):
 
 
 def test_build_objects():
-    config = cfg.validate_config(BASE)
-    model = cfg.build(config, "arch")
+    config = cfg.validate_config(BASE, REGISTRIES)
+    model = cfg.build(config, "arch", REGISTRIES["arch"])
     assert model.variant == "lite"
-    optimizer = cfg.build(config, "optimizer", model.parameters())
+    optimizer = cfg.build(config, "optimizer", REGISTRIES["optimizer"], model.parameters())
     assert optimizer.param_groups[0]["lr"] == 0.001
 
 
@@ -127,4 +131,4 @@ def test_shipped_configs_are_valid():
     paths = [root / "config.json", *sorted((root / "configs").glob("*.json"))]
     assert len(paths) >= 3
     for path in paths:
-        cfg.validate_config(cfg.load_config(path))
+        cfg.validate_config(cfg.load_config(path), REGISTRIES)

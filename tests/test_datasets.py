@@ -12,12 +12,13 @@ import numpy as np
 import pytest
 import torch
 
-from base.base_dataset import IMAGENET_MEAN, IMAGENET_STD, BaseDataSet
+from base.base_dataset import BaseDataSet
 from dataloaders import DUTS, DemoSOD
 from dataloaders import demo as demo_module
 from dataloaders.demo import DemoSODDataset, ensure_demo_data
 from dataloaders.duts import DUTSDataset
-from utils.image_io import read_image, read_mask
+from utils.io.images import read_image, read_mask
+from utils.preprocessing import IMAGENET_MEAN, IMAGENET_STD
 
 AUGMENT = {"base_size": 64, "crop_size": 56, "scale_range": [0.9, 1.3], "rotate": 25.0}
 

@@ -15,16 +15,19 @@ import torch
 import train
 from base.base_dataloader import SeededSampler
 from base.base_trainer import NonFiniteLossError
-from base.prefetcher import DataPrefetcher
 from models import U2Net
 from tests.tiny_run import tiny_config
+from train import registries
 from utils import config as cfg
-from utils.checkpoint import load_checkpoint
-from utils.losses import DeepSupervisionLoss
+from utils.io.checkpoint import load_checkpoint
 from utils.metrics import SODMetrics
+from utils.runtime.prefetcher import DataPrefetcher
+from utils.training.losses import DeepSupervisionLoss
 
 ROOT = Path(__file__).resolve().parents[1]
 LAUNCH_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "SLURM_PROCID")
+
+REGISTRIES = registries()
 
 
 def clean_env() -> dict[str, str]:
@@ -55,13 +58,13 @@ def records(run: Path) -> list[dict]:
 @torch.no_grad()
 def single_process_validation(config_path: Path, checkpoint: Path) -> dict[str, float]:
     """The validation metrics of ``checkpoint`` on the config's validation set, one process."""
-    import dataloaders  # noqa: F401
-
-    config = cfg.validate_config(cfg.load_config(config_path))
+    config = cfg.validate_config(cfg.load_config(config_path), REGISTRIES)
     model = U2Net("lite")
     model.load_state_dict(load_checkpoint(checkpoint)["state_dict"])
     model.eval()
-    loader = cfg.build(config, "val_loader", seed=config["seed"], evaluation=True)
+    loader = cfg.build(
+        config, "val_loader", REGISTRIES["val_loader"], seed=config["seed"], evaluation=True
+    )
     metrics = SODMetrics("cpu")
     for images, masks in loader:
         metrics.update(model(images), masks)
@@ -149,10 +152,9 @@ def test_sharded_sampler_scores_each_image_once_and_trains_in_equal_steps(n):
 
 
 def test_prefetcher_yields_exactly_the_loader_batches(tmp_path):
-    import dataloaders  # noqa: F401
 
-    config = cfg.validate_config(cfg.load_config(tiny_config(tmp_path)))
-    loader = cfg.build(config, "train_loader", seed=1)
+    config = cfg.validate_config(cfg.load_config(tiny_config(tmp_path)), REGISTRIES)
+    loader = cfg.build(config, "train_loader", REGISTRIES["train_loader"], seed=1)
     loader.sampler.set_epoch(2)
     plain = list(loader)
     devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])

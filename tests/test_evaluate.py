@@ -1,4 +1,4 @@
-"""Tests of evaluate.py and utils.evaluation: pairing, reading, reports, JSON, exit codes."""
+"""Tests of evaluate.py and utils.metrics.folders: pairing, reading, reports, JSON, exit codes."""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ import pytest
 import torch
 
 import evaluate
-from utils.evaluation import EvaluationError, pair_files
-from utils.image_io import read_mask
+from utils.io.images import read_mask
 from utils.metrics import METRIC_NAMES, SODMetrics, prob_to_uint8
+from utils.metrics.folders import EvaluationError, pair_files
 
 ROOT = Path(__file__).resolve().parents[1]
 EXTRA_KEYS = (

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from models import U2Net, load_pretrained
-from utils.checkpoint import save_checkpoint
+from utils.io.checkpoint import save_checkpoint
 
 ort = pytest.importorskip(
     "onnxruntime", reason="onnxruntime (requirements-dev.txt) runs the exported model"

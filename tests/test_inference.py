@@ -15,10 +15,10 @@ import torch
 import inference
 from models import U2Net
 from tests.tiny_run import tiny_config
-from utils.checkpoint import save_checkpoint
 from utils.config import load_config
-from utils.predictor import PredictOptions, Predictor
-from utils.windows import blend_weights, window_grid, window_starts
+from utils.inference.predictor import PredictOptions, Predictor
+from utils.inference.windows import blend_weights, window_grid, window_starts
+from utils.io.checkpoint import save_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +52,7 @@ def random_image(height: int, width: int, seed: int = 0) -> np.ndarray:
 
 
 def predict(model: torch.nn.Module, image: np.ndarray, **options) -> torch.Tensor:
-    return Predictor(model, PredictOptions(**options)).predict([image])[0]
+    return Predictor(model, PredictOptions(**options)).predict_tensors([image])[0]
 
 
 # -- window geometry -------------------------------------------------------------------------
@@ -173,7 +173,9 @@ def test_post_norm_stretches_each_map_to_zero_one(lite):
 
 def test_batches_of_images_give_the_same_maps_as_one_at_a_time(lite):
     images = [random_image(60 + 7 * i, 90 - 5 * i, seed=i) for i in range(3)]
-    batched = Predictor(lite, PredictOptions(size=64, batch_size=3, flip=True)).predict(images)
+    batched = Predictor(lite, PredictOptions(size=64, batch_size=3, flip=True)).predict_tensors(
+        images
+    )
     for image, prob in zip(images, batched, strict=True):
         alone = predict(lite, image, size=64, batch_size=1, flip=True)
         torch.testing.assert_close(prob, alone, rtol=0, atol=1e-6)
@@ -182,7 +184,9 @@ def test_batches_of_images_give_the_same_maps_as_one_at_a_time(lite):
 def test_bf16_autocast_runs_on_the_cpu(lite):
     image = random_image(64, 64)
     full = predict(lite, image, size=64)
-    amp = Predictor(lite, PredictOptions(size=64), amp=True, channels_last=True).predict([image])[0]
+    amp = Predictor(lite, PredictOptions(size=64), amp="bf16", channels_last=True).predict_tensors(
+        [image]
+    )[0]
     assert amp.dtype == torch.float32
     assert float((amp - full).abs().max()) < 0.05
 
@@ -191,8 +195,8 @@ def test_bf16_autocast_runs_on_the_cpu(lite):
 def test_fp16_sliding_on_the_gpu_matches_the_cpu(lite):
     image = random_image(300, 400)
     cpu = predict(lite, image, mode="sliding", window=128)
-    gpu = Predictor(lite, PredictOptions(mode="sliding", window=128), "cuda", amp=True)
-    assert float((gpu.predict([image])[0].cpu() - cpu).abs().max()) < 0.02
+    gpu = Predictor(lite, PredictOptions(mode="sliding", window=128), "cuda", amp="fp16")
+    assert float((gpu.predict_tensors([image])[0].cpu() - cpu).abs().max()) < 0.02
     lite.cpu()
 
 

@@ -15,9 +15,10 @@ from tiny_run import tiny_config
 
 import train
 from models import U2Net, load_pretrained
-from models.pretrained import read_pretrained
+from models.weight_formats import read_pretrained
+from train import registries
 from utils import config as cfg
-from utils.checkpoint import load_checkpoint
+from utils.io.checkpoint import load_checkpoint
 
 # The official model (xuebinqin/U-2-Net, model/u2net.py): stage -> (RSU height, 0 for RSU-4F,
 # in, mid, out), and the input channels of side1..side6.
@@ -52,6 +53,8 @@ OFFICIAL = {
 SIDES = {"full": (64, 64, 128, 256, 512, 512), "lite": (64,) * 6}
 SIZES = [(320, 320), (301, 257)]
 TOLERANCE = 1e-5
+
+REGISTRIES = registries()
 
 
 def rebnconvs(height: int, in_ch: int, mid: int, out: int) -> list[tuple[str, int, int, int]]:
@@ -336,7 +339,7 @@ def test_fine_tuning_from_official_weights_trains_one_epoch(official, tmp_path):
     config["trainer"] |= {"tensorboard": False, "vis_samples": 0}
     config_path.write_text(json.dumps(config))
     start = load_pretrained(weights).state_dict()
-    built = cfg.build(cfg.validate_config(config), "arch")
+    built = cfg.build(cfg.validate_config(config, REGISTRIES), "arch", REGISTRIES["arch"])
     assert all(torch.equal(v, start[k]) for k, v in built.state_dict().items())
 
     run = train.main(["-c", str(config_path), "-d", "cpu"])
@@ -357,7 +360,7 @@ def test_pretrained_for_another_variant_is_a_config_error(official, tmp_path):
     config = json.loads(tiny_config(tmp_path).read_text())
     config["arch"]["args"] = {"variant": "full", "pretrained": str(weights)}
     with pytest.raises(cfg.ConfigError, match=r"arch \(U2Net\):.*variant 'lite'"):
-        cfg.build(cfg.validate_config(config), "arch")
+        cfg.build(cfg.validate_config(config, REGISTRIES), "arch", REGISTRIES["arch"])
 
 
 def test_missing_file_is_named(tmp_path: Path):

@@ -11,7 +11,7 @@ from tiny_run import tiny_config
 
 import train
 from trainer import Trainer
-from utils.checkpoint import load_checkpoint, save_checkpoint
+from utils.io.checkpoint import load_checkpoint, save_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 

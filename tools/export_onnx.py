@@ -24,6 +24,7 @@ if str(ROOT) not in sys.path:  # run as a script: make the repository's packages
     sys.path.insert(0, str(ROOT))
 
 from models import load_pretrained  # noqa: E402
+from utils.preprocessing import DEFAULT_INPUT_SIZE  # noqa: E402
 
 INPUT, OUTPUT = "image", "mask"
 MIN_SIZE = 32  # tracing below 17 px would skip resizes that larger inputs need
@@ -34,7 +35,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("-m", "--model", required=True, help="checkpoint or pretrained weights")
     parser.add_argument("-o", "--output", required=True, help="ONNX file to write")
     parser.add_argument(
-        "--size", type=int, default=320, help="square input size of the export (default 320)"
+        "--size",
+        type=int,
+        default=DEFAULT_INPUT_SIZE,
+        help=f"square input size of the export (default {DEFAULT_INPUT_SIZE})",
     )
     parser.add_argument(
         "--dynamic", action="store_true", help="free batch, height and width (else 1xCxSIZExSIZE)"

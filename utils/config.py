@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import inspect
 import json
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -45,16 +46,21 @@ CHOICES = {  # plain keys with a fixed set of values
     "amp": ("off", "fp16", "bf16"),
 }
 
-# Built sections: {"type": NAME, "args": {...}}; NAME is looked up in the module's ``__all__``.
-# The arguments the trainer passes itself are not config keys.
-BUILT_SECTIONS: dict[str, tuple[str, tuple[str, ...]]] = {
-    "arch": ("models", ()),
-    "train_loader": ("dataloaders", ("seed", "evaluation")),
-    "val_loader": ("dataloaders", ("seed", "evaluation")),
-    "loss": ("utils.losses", ()),
-    "optimizer": ("torch.optim", ("params",)),
-    "lr_scheduler": ("utils.lr_scheduler", ("optimizer", "total_iters")),
+# Built sections: {"type": NAME, "args": {...}}; NAME is looked up in the section's registry,
+# which the caller hands in (see ``Registries``). The arguments the code passes itself (listed
+# here) are not config keys.
+BUILT_SECTIONS: dict[str, tuple[str, ...]] = {
+    "arch": (),
+    "train_loader": ("seed", "evaluation"),
+    "val_loader": ("seed", "evaluation"),
+    "loss": (),
+    "optimizer": ("params",),
+    "lr_scheduler": ("optimizer", "total_iters"),
 }
+Registry = Mapping[str, type]
+"""The classes a built section may name: ``{type name: class}``."""
+Registries = Mapping[str, Registry]
+"""One registry per built section (``train.registries()`` assembles them)."""
 REQUIRED_SECTIONS = ("arch", "train_loader", "loss", "optimizer")
 OPTIONAL_SECTIONS = ("val_loader", "lr_scheduler")  # may be absent or null
 
@@ -98,7 +104,9 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return key.split("."), value
 
 
-def apply_overrides(config: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+def apply_overrides(
+    config: dict[str, Any], overrides: list[str], registries: Registries
+) -> dict[str, Any]:
     """Apply dotted ``--opt`` overrides, validating after each so errors name the override."""
     config = copy.deepcopy(config)
     for text in overrides:
@@ -110,22 +118,21 @@ def apply_overrides(config: dict[str, Any], overrides: list[str]) -> dict[str, A
             node = node[part]
         node[path[-1]] = value
         try:
-            validate_config(config)
+            validate_config(config, registries)
         except ConfigError as err:
             raise ConfigError(f"--opt {text}: {err}") from None
     return config
 
 
-def registry(module_name: str) -> dict[str, type]:
-    """The buildable classes of a registry module (the classes named in its ``__all__``)."""
-    module: ModuleType = __import__(module_name, fromlist=["__all__"])
-    names = getattr(module, "__all__", [])
+def classes_in(module: ModuleType, exclude: Iterable[type] = ()) -> dict[str, type]:
+    """The registry of ``module``: the concrete classes named in its ``__all__``, less
+    ``exclude`` (e.g. a base class that ``__all__`` lists beside its subclasses)."""
+    excluded = set(exclude)
+    found = {name: getattr(module, name) for name in getattr(module, "__all__", [])}
     return {
-        n: getattr(module, n)
-        for n in names
-        if inspect.isclass(getattr(module, n))
-        and not inspect.isabstract(getattr(module, n))
-        and n != "Optimizer"
+        name: obj
+        for name, obj in found.items()
+        if inspect.isclass(obj) and not inspect.isabstract(obj) and obj not in excluded
     }
 
 
@@ -149,17 +156,16 @@ def accepted_args(cls: type) -> set[str]:
     return names
 
 
-def _check_built(section: str, spec: Any) -> None:
-    module_name, injected = BUILT_SECTIONS[section]
+def _check_built(section: str, spec: Any, classes: Registry) -> None:
+    injected = BUILT_SECTIONS[section]
     if not isinstance(spec, dict) or "type" not in spec:
         raise ConfigError(f'\'{section}\' must be an object {{"type": NAME, "args": {{...}}}}')
     extra = sorted(set(spec) - {"type", "args"})
     if extra:
         raise ConfigError(f"unknown config key '{section}.{extra[0]}'; expected 'type' and 'args'")
-    classes = registry(module_name)
     if spec["type"] not in classes:
         raise ConfigError(
-            f"{section}.type: unknown {module_name} type {spec['type']!r}; "
+            f"{section}.type: unknown {section} type {spec['type']!r}; "
             f"available: {', '.join(sorted(classes))}"
         )
     args = spec.get("args", {})
@@ -223,8 +229,11 @@ def _check_trainer(trainer: dict[str, Any]) -> None:
         )
 
 
-def validate_config(config: dict[str, Any]) -> dict[str, Any]:
-    """Check every key and fill in defaults; returns the complete config (input unchanged)."""
+def validate_config(config: dict[str, Any], registries: Registries) -> dict[str, Any]:
+    """Check every key and fill in defaults; returns the complete config (input unchanged).
+
+    ``registries`` holds the classes each built section may name. Raises :class:`ConfigError`
+    naming the first wrong key."""
     known = set(DEFAULTS) | set(BUILT_SECTIONS)
     for key in config:
         if key not in known:
@@ -238,7 +247,7 @@ def validate_config(config: dict[str, Any]) -> dict[str, Any]:
     _check_plain("", plain, DEFAULTS)
     for section in BUILT_SECTIONS:
         if config.get(section) is not None:
-            _check_built(section, config[section])
+            _check_built(section, config[section], registries[section])
     full = merge(DEFAULTS, config)
     for section in OPTIONAL_SECTIONS:
         full.setdefault(section, None)
@@ -257,10 +266,14 @@ def validate_config(config: dict[str, Any]) -> dict[str, Any]:
     return full
 
 
-def build(config: dict[str, Any], section: str, *args: Any, **kwargs: Any) -> Any:
-    """Build the object of a built section: ``cls(*args, **config_args, **kwargs)``."""
+def build(
+    config: dict[str, Any], section: str, registry: Registry, *args: Any, **kwargs: Any
+) -> Any:
+    """Build the object of a built section: ``cls(*args, **config_args, **kwargs)`` with ``cls``
+    the ``registry`` class its ``type`` names. Raises :class:`ConfigError` naming the section
+    when the class refuses its arguments."""
     spec = config[section]
-    cls = registry(BUILT_SECTIONS[section][0])[spec["type"]]
+    cls = registry[spec["type"]]
     try:
         return cls(*args, **spec.get("args", {}), **kwargs)
     except (TypeError, ValueError) as err:

@@ -8,7 +8,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from utils.distributed import all_reduce_sum_
 from utils.metrics.base import Accumulator
 from utils.metrics.binary import BinaryAccumulator
 from utils.metrics.emeasure import EmeasureAccumulator
@@ -22,6 +21,7 @@ from utils.metrics.prepare import (
 )
 from utils.metrics.smeasure import SmeasureAccumulator
 from utils.metrics.weighted_f import WeightedFAccumulator
+from utils.runtime.distributed import all_reduce_sum_
 
 FAMILIES: tuple[type[Accumulator], ...] = (
     MAEAccumulator,

@@ -8,7 +8,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from utils.atomic import atomic_write
+from utils.io.atomic import atomic_write
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 

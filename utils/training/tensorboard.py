@@ -4,14 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from base.base_dataset import IMAGENET_MEAN, IMAGENET_STD
-
-
-def denormalize(images: torch.Tensor) -> torch.Tensor:
-    """Undo the ImageNet normalisation of a Bx3xHxW batch; result in [0, 1]."""
-    mean = images.new_tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
-    std = images.new_tensor(IMAGENET_STD).view(1, 3, 1, 1)
-    return (images * std + mean).clamp(0, 1)
+from utils.preprocessing import denormalise
 
 
 def comparison_grid(
@@ -20,7 +13,7 @@ def comparison_grid(
     """A 3xHxW grid in [0, 1]: each row shows an input, its mask and the prediction."""
     rows = []
     for image, mask, pred in zip(
-        denormalize(images.float()), masks.float(), preds.float(), strict=True
+        denormalise(images.float()), masks.float(), preds.float(), strict=True
     ):
         tiles = [image, mask.expand(3, -1, -1), pred.expand(3, -1, -1)]
         rows.append(

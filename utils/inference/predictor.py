@@ -1,6 +1,6 @@
 """Probability maps at each image's original size: single, multi-scale and sliding-window modes.
 
-Every mode takes 8-bit RGB images (as read by :func:`utils.image_io.read_image`) and returns
+Every mode takes 8-bit RGB images (as read by :func:`utils.io.images.read_image`) and returns
 float32 HxW saliency probabilities on the predictor's device, computed as follows.
 
 - Input: resized with ``cv2.INTER_LINEAR`` (the validation pipeline's resize) and normalised with
@@ -9,7 +9,7 @@ float32 HxW saliency probabilities on the predictor's device, computed as follow
 - ``single``: one forward at ``size`` x ``size``; ``multiscale``: one per scale, at
   ``round(size * scale)`` squared; ``sliding``: the image (optionally resized by ``scale``) is
   cut into ``window`` squares every ``stride`` pixels, the last ones shifted inside the border,
-  predicted in batches and blended with normalised weights (see :mod:`utils.windows`).
+  predicted in batches and blended with normalised weights (see :mod:`utils.inference.windows`).
 - Output: each prediction is resized bilinearly to the original size (antialiased when
   shrinking) and the predictions are averaged there.
 - ``flip``: the mirrored image goes through the same pipeline and its result is mirrored back
@@ -19,7 +19,7 @@ float32 HxW saliency probabilities on the predictor's device, computed as follow
 
 from __future__ import annotations
 
-import contextlib
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -29,8 +29,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from base.base_dataset import INV_STD_255, MEAN_255
-from utils.windows import blend_weights, window_grid
+from utils.inference.windows import blend_weights, window_grid
+from utils.io.images import read_image
+from utils.preprocessing import DEFAULT_INPUT_SIZE, INV_STD_255, MEAN_255
+from utils.runtime.precision import autocast, check_amp, memory_format
 
 MODES = ("single", "multiscale", "sliding")
 
@@ -41,7 +43,7 @@ class PredictOptions:
     ``overlap`` fraction of it; ``batch_size`` counts images (single, multiscale) or windows."""
 
     mode: str = "single"
-    size: int = 320
+    size: int = DEFAULT_INPUT_SIZE
     scales: tuple[float, ...] = (1.0,)
     flip: bool = False
     window: int = 512
@@ -97,28 +99,33 @@ def min_max_normalise(prob: torch.Tensor) -> torch.Tensor:
     return (prob - low) / (high - low) if high > low else prob
 
 
-class Predictor:
-    """Runs a U2Net (in eval mode, returning probabilities) on images; see the module docstring.
+ImageInput = np.ndarray | str | os.PathLike
+"""An HxWx3 uint8 RGB array, or the path of an image file (read with ``read_image``)."""
 
-    ``amp``: autocast the forward (float16 on CUDA, bfloat16 on the CPU); ``channels_last``: the
-    model and its inputs in channels-last memory format.
+
+class Predictor:
+    """Runs a model (in eval mode, returning Bx1xHxW probabilities) on images; see the module
+    docstring.
+
+    ``amp``: ``off``, ``fp16`` (CUDA) or ``bf16`` autocast of the forward (see
+    :mod:`utils.runtime.precision`); ``channels_last``: the model and its inputs in channels-last
+    memory format.
     """
 
     def __init__(
         self,
         model: nn.Module,
-        options: PredictOptions,
+        options: PredictOptions | None = None,
         device: torch.device | str = "cpu",
-        amp: bool = False,
+        amp: str = "off",
         channels_last: bool = False,
     ) -> None:
         self.device = torch.device(device)
-        self.options = options
-        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        check_amp(amp, self.device)
+        self.options = options or PredictOptions()
+        self.amp = amp
+        self.memory_format = memory_format(channels_last)
         self.model = model.eval().to(self.device, memory_format=self.memory_format)
-        self.amp_dtype = (
-            (torch.float16 if self.device.type == "cuda" else torch.bfloat16) if amp else None
-        )
         self._mean = torch.from_numpy(MEAN_255).to(self.device)
         self._inv_std = torch.from_numpy(INV_STD_255).to(self.device)
 
@@ -128,19 +135,27 @@ class Predictor:
         x = batch.permute(0, 3, 1, 2).float().contiguous(memory_format=self.memory_format)
         x -= self._mean
         x *= self._inv_std
-        autocast = (
-            torch.autocast(self.device.type, dtype=self.amp_dtype)
-            if self.amp_dtype
-            else contextlib.nullcontext()
-        )
-        with autocast:
+        with autocast(self.device, self.amp):
             prob = self.model(x)
         return prob[:, 0].float()
 
-    def predict(
+    def predict(self, image: ImageInput) -> np.ndarray:
+        """The HxW float32 probability map (0..1) of one image, at the image's size.
+
+        ``image``: an HxWx3 uint8 RGB array or an image file's path. Raises ``OSError`` naming
+        the file when it cannot be read, ValueError for an array of another shape or dtype.
+        """
+        return self.predict_batch([image])[0]
+
+    def predict_batch(self, images: Sequence[ImageInput]) -> list[np.ndarray]:
+        """:meth:`predict` for each of ``images`` (batched as the options say)."""
+        arrays = [_as_rgb(image) for image in images]
+        return [prob.cpu().numpy() for prob in self.predict_tensors(arrays)]
+
+    def predict_tensors(
         self, images: Sequence[np.ndarray], on_windows: Callable[[int], None] | None = None
     ) -> list[torch.Tensor]:
-        """The HxW probability map of each HxWx3 uint8 RGB image, on the device.
+        """The HxW float32 probability map of each HxWx3 uint8 RGB image, on the device.
 
         ``on_windows(n)`` is called after each batch of ``n`` windows in sliding mode.
         """
@@ -231,3 +246,14 @@ class Predictor:
             if on_windows:
                 on_windows(len(chunk))
         return resize_probability(total.div_(weight_sum), (height, width))
+
+
+def _as_rgb(image: ImageInput) -> np.ndarray:
+    """``image`` as an HxWx3 uint8 RGB array (a path is read with ``read_image``)."""
+    if not isinstance(image, np.ndarray):
+        return read_image(image)
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(
+            f"expected an HxWx3 uint8 RGB image, got a {image.dtype} array of shape {image.shape}"
+        )
+    return image

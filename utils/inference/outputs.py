@@ -11,7 +11,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from utils.image_io import write_image
+from utils.io.images import write_image
 
 OUTPUT_KINDS = {  # kind: (folder, extension)
     "map": ("maps", ".png"),

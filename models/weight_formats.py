@@ -1,8 +1,10 @@
-"""Pretrained U2Net weights from other formats: the official files, the config-driven port, ours.
+"""U2Net weights from other formats mapped to our naming: the official files, the config-driven
+port, ours.
 
-``load_pretrained(path)`` reads any of them with ``torch.load(..., weights_only=True)`` and returns
-a ready ``U2Net``; ``read_pretrained(path)`` returns the weights mapped to our naming (the
-``U2Net(pretrained=PATH)`` argument uses it). Formats, told apart by the key names:
+``read_pretrained(path)`` reads any of them with ``torch.load(..., weights_only=True)`` and returns
+the weights in our naming with the variant they hold; ``U2Net.from_weights`` and
+``models.load_pretrained`` check that they fit and build the model. Formats, told apart by the key
+names:
 
 - official U2NET / U2NETP (``u2net.pth``, ``u2netp.pth``): ``stage1.rebnconvin.conv_s1.weight``;
 - the config-driven port: ``encode_modules.0.conv_in.conv.weight``, bare or in ``{"model": ...}``;
@@ -15,8 +17,6 @@ The bias of a conv followed by BatchNorm is folded into the BN running mean
 
 from __future__ import annotations
 
-import argparse
-import pickle
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -24,7 +24,8 @@ from typing import Any, NamedTuple
 
 import torch
 
-from .u2net import VARIANTS, U2Net
+from models.variants import VARIANTS, check_variant
+from utils.io.checkpoint import first_keys, load_weights_only
 
 OFFICIAL = "official U2NET/U2NETP"
 PORT = "config-driven port"
@@ -46,45 +47,48 @@ _PORT_NAMES = {
     "out_conv": "fusion",
 }
 _WRAPPERS = ("module.", "_orig_mod.")  # DataParallel / DDP, torch.compile
-_SHOWN = 5  # keys listed per kind in an error
 
 
 class PretrainedWeights(NamedTuple):
-    """A state dict in our naming, with the U2Net it fits and the format it came from."""
+    """A state dict in our naming, with the U2Net it holds and the format it came from.
+
+    ``name`` is the file (for messages); ``source`` is one of :data:`EXAMPLES`' formats, or
+    ``None`` when the keys follow no known naming (``problem`` then says how; the state dict is
+    left as it was and cannot fit a U2Net). ``config`` is the training config stored in a U2Seg
+    checkpoint.
+    """
 
     state_dict: dict[str, torch.Tensor]
     variant: str
     in_channels: int
-    source: str
-    config: dict[str, Any] | None = None  # the training config stored in a U2Seg checkpoint
+    source: str | None
+    name: str
+    config: dict[str, Any] | None = None
+    problem: str = ""
 
-
-def load_pretrained(path: str | Path, variant: str | None = None) -> U2Net:
-    """A U2Net in eval mode on the CPU with the weights of ``path`` (any known format).
-
-    The variant (and the number of input channels) is read from the tensor shapes; a given
-    ``variant`` must match it.
-    """
-    return model_from_weights(read_pretrained(path, variant))
-
-
-def model_from_weights(weights: PretrainedWeights) -> U2Net:
-    """The U2Net that ``weights`` fit, holding them, in eval mode on the CPU."""
-    with torch.device("meta"):  # no random initialisation: every tensor comes from the file
-        model = U2Net(weights.variant, weights.in_channels)
-    model.load_state_dict(weights.state_dict, assign=True)
-    return model.eval()
+    def mismatch(self, model: str) -> str:
+        """The start of the message when these weights do not fit ``model`` (e.g.
+        ``"U2Net(variant='lite')"``)."""
+        if self.source is None:
+            known = ", ".join(f"{f} ('{example}')" for f, example in EXAMPLES.items())
+            return (
+                f"{self.name}: unrecognised U2Net state dict format: its keys {self.problem} "
+                f"known here ({known})"
+            )
+        return f"{self.name}: {self.source} state dict does not fit {model}"
 
 
 def read_pretrained(
     path: str | Path, variant: str | None = None, in_channels: int | None = None
 ) -> PretrainedWeights:
     """The weights of ``path`` in our naming; ``variant`` / ``in_channels``, when given, must
-    match the file (else a ValueError says what the file holds)."""
-    if variant is not None and variant not in VARIANTS:
-        valid = ", ".join(repr(v) for v in VARIANTS)
-        raise ValueError(f"unknown U2Net variant {variant!r}; valid variants: {valid}")
-    weights = convert_state_dict(_load(Path(path)), name=str(path))
+    match the file (else a ValueError says what the file holds). Raises ``FileNotFoundError``
+    for a missing file and ValueError for one that is not a weights-only PyTorch file."""
+    if variant is not None:
+        check_variant(variant)
+    weights = convert_state_dict(load_weights_only(path), name=str(path))
+    if weights.source is None:
+        return weights  # the fit check names the keys
     if variant is not None and variant != weights.variant:
         raise ValueError(
             f"{path} holds U2Net variant {weights.variant!r} ({weights.source} weights), "
@@ -102,39 +106,17 @@ def convert_state_dict(obj: Any, name: str = "state dict") -> PretrainedWeights:
     """Map a loaded file (state dict or checkpoint dict) to our naming; ``name`` is for errors."""
     config = obj.get("config") if isinstance(obj, Mapping) else None
     state = _unwrap(obj, name)
-    source = _detect(state, name)
+    source, problem = _detect(state)
+    stored = dict(config) if isinstance(config, Mapping) else None
+    if source is None:
+        return PretrainedWeights(state, "full", 3, None, name, stored, problem)
     if source == OFFICIAL:
         state = {_official_key(k): v for k, v in state.items()}
     elif source == PORT:
         state = {".".join(_PORT_NAMES.get(p, p) for p in k.split(".")): v for k, v in state.items()}
     state = _fold_conv_biases(state)
     variant, in_channels = _detect_variant(state, source, name)
-    _check_fits(state, variant, in_channels, source, name)
-    return PretrainedWeights(
-        state, variant, in_channels, source, dict(config) if isinstance(config, Mapping) else None
-    )
-
-
-def _load(path: Path) -> Any:
-    """``torch.load`` with ``weights_only=True``; ``argparse.Namespace`` (the ``args`` that
-    training scripts store beside the weights) is the one class allowed besides the defaults."""
-    if not path.is_file():
-        raise FileNotFoundError(f"weights file {path} does not exist")
-    try:
-        with torch.serialization.safe_globals([argparse.Namespace]):
-            return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        found = re.search(r"GLOBAL (\S+)", str(err))
-        if found is None and "weights only" not in str(err).lower():
-            raise ValueError(f"{path} is not a readable PyTorch file: {err}") from err
-        what = f" (it stores {found.group(1)})" if found else ""
-        raise ValueError(
-            f"{path} is refused: it is not a weights-only file{what}, and loading it would need "
-            "arbitrary unpickling, which can run any code. If you trust its source, load it "
-            "once with torch.load(..., weights_only=False) and torch.save only its state dict."
-        ) from err
-    except (RuntimeError, EOFError, KeyError, ValueError) as err:
-        raise ValueError(f"{path} is not a readable PyTorch file: {err!r}") from err
+    return PretrainedWeights(state, variant, in_channels, source, name, stored)
 
 
 def _unwrap(obj: Any, name: str) -> dict[str, torch.Tensor]:
@@ -153,7 +135,7 @@ def _unwrap(obj: Any, name: str) -> dict[str, torch.Tensor]:
     if not_tensors:
         raise ValueError(
             f"{name} is not a state dict: {not_tensors[0]!r} is not a tensor "
-            f"(keys: {_first(list(obj))})"
+            f"(keys: {first_keys(list(obj))})"
         )
     state = {}
     for key, value in obj.items():
@@ -164,21 +146,15 @@ def _unwrap(obj: Any, name: str) -> dict[str, torch.Tensor]:
     return state
 
 
-def _detect(state: dict[str, torch.Tensor], name: str) -> str:
+def _detect(state: dict[str, torch.Tensor]) -> tuple[str | None, str]:
+    """The format whose naming the keys follow, or None and what is wrong with them."""
     roots = {k.split(".", 1)[0] for k in state}
     found = [f for f, pattern in _ROOTS.items() if any(pattern.fullmatch(r) for r in roots)]
     if len(found) == 1:
-        return found[0]
-    with torch.device("meta"):
-        expected = list(U2Net().state_dict())
-    known = ", ".join(f"{f} ('{example}')" for f, example in EXAMPLES.items())
-    problem = f"mix the namings of {' and '.join(found)}" if found else "follow none of the namings"
-    unexpected = [k for k in state if k not in expected]
-    missing = [k for k in expected if k not in state]
-    raise ValueError(
-        f"{name}: unrecognised U2Net state dict format: its keys {problem} known here ({known}). "
-        f"First unexpected keys: {_first(unexpected)}; first missing keys: {_first(missing)}"
-    )
+        return found[0], ""
+    if found:
+        return None, f"mix the namings of {' and '.join(found)}"
+    return None, "follow none of the namings"
 
 
 def _official_key(key: str) -> str:
@@ -244,34 +220,3 @@ def _detect_variant(state: dict[str, torch.Tensor], source: str, name: str) -> t
         f"{name}: {source} weights with {mid} mid channels in the first encoder match no U2Net "
         f"variant ({known})"
     )
-
-
-def _check_fits(
-    state: dict[str, torch.Tensor], variant: str, in_channels: int, source: str, name: str
-) -> None:
-    with torch.device("meta"):
-        expected = U2Net(variant, in_channels).state_dict()
-    unexpected = [k for k in state if k not in expected]
-    missing = [k for k in expected if k not in state]
-    if unexpected or missing:
-        raise ValueError(
-            f"{name}: {source} state dict does not fit U2Net(variant={variant!r}): "
-            f"first unexpected keys: {_first(unexpected)}; first missing keys: {_first(missing)}"
-        )
-    wrong = [
-        f"{k} {tuple(state[k].shape)} (expected {tuple(v.shape)})"
-        for k, v in expected.items()
-        if state[k].shape != v.shape
-    ]
-    if wrong:
-        raise ValueError(
-            f"{name}: {source} state dict does not fit U2Net(variant={variant!r}): "
-            f"{len(wrong)} tensors of another shape, first: {', '.join(wrong[:_SHOWN])}"
-        )
-
-
-def _first(keys: list[str]) -> str:
-    if not keys:
-        return "none"
-    more = f" ... ({len(keys)} in all)" if len(keys) > _SHOWN else ""
-    return ", ".join(keys[:_SHOWN]) + more

@@ -12,10 +12,10 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from utils.image_io import IMAGE_EXTENSIONS, find_images, read_image
+from utils.inference.outputs import write_outputs
+from utils.inference.predictor import Predictor
+from utils.io.images import IMAGE_EXTENSIONS, find_images, read_image
 from utils.metrics.prepare import prob_to_uint8
-from utils.prediction_outputs import write_outputs
-from utils.predictor import Predictor
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -76,7 +76,7 @@ def predict_files(
     workers: int = 2,
 ) -> tuple[int, list[str]]:
     """Predict every ``(key, path)`` input and write its ``kinds`` of outputs (see
-    :mod:`utils.prediction_outputs`; the mask is ``probability >= threshold``).
+    :mod:`utils.inference.outputs`; the mask is ``probability >= threshold``).
 
     ``workers`` threads read the next images and ``workers`` more write the outputs while the
     model runs. An image that cannot be read or written, or that runs out of GPU memory, is
@@ -136,7 +136,7 @@ def predict_files(
 def run_batch(predictor: Predictor, images: list[np.ndarray]) -> list[torch.Tensor]:
     """Predict a batch; in sliding mode a big image gets its own progress bar over windows."""
     if predictor.options.mode != "sliding":
-        return predictor.predict(images)
+        return predictor.predict_tensors(images)
     windows = predictor.count_windows(*images[0].shape[:2])
     with tqdm(
         total=windows,
@@ -145,4 +145,4 @@ def run_batch(predictor: Predictor, images: list[np.ndarray]) -> list[torch.Tens
         leave=False,
         disable=None if windows > predictor.options.batch_size else True,
     ) as bar:
-        return predictor.predict(images, on_windows=bar.update)
+        return predictor.predict_tensors(images, on_windows=bar.update)

@@ -11,14 +11,13 @@ when that name occurs exactly once in the whole GT tree and once in the whole pr
 (so a flat prediction folder matches a GT tree with sub-folders, and nothing is ever guessed).
 Two files of one folder with the same relative path but different extensions are an error.
 
-Reading: both files are read as 8-bit grey with :func:`utils.image_io.read_mask` (colour maps
+Reading: both files are read as 8-bit grey with :func:`utils.io.images.read_mask` (colour maps
 are converted with ``COLOR_BGR2GRAY``, alpha is dropped, 16-bit data is scaled to 8 bits). A
 file that cannot be read is skipped and reported (``"unreadable"``); the others are scored.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from collections import Counter
@@ -31,7 +30,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from utils.image_io import IMAGE_EXTENSIONS, ImageNameClash, find_images, read_mask
+from utils.io.images import IMAGE_EXTENSIONS, ImageNameClash, find_images, read_mask
 from utils.metrics import METRIC_NAMES, SODMetrics
 
 Pair = tuple[Path, Path]
@@ -244,10 +243,3 @@ def print_report(
     if results["resized_predictions"]:
         print(f"{results['resized_predictions']} predictions resized to their ground truth's size")
     print(format_table(results, [name for name in METRIC_NAMES if name in results]))
-
-
-def write_results(results: dict[str, Any], path: str | os.PathLike) -> None:
-    """Write ``results`` as indented JSON, creating the parent folders."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(results, indent=2) + "\n")

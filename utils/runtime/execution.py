@@ -11,11 +11,21 @@ import torch
 from torch import nn
 
 from utils.config import ConfigError
-from utils.device import resolve_device
-from utils.distributed import get_rank, get_world_size, init_distributed, is_distributed
-from utils.train_step import memory_format
+from utils.runtime.device import resolve_device
+from utils.runtime.distributed import get_rank, get_world_size, init_distributed, is_distributed
+from utils.runtime.precision import memory_format
 
 logger = logging.getLogger("u2seg")
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The bare model inside DataParallel / DistributedDataParallel (saved keys carry no
+    ``module.``)."""
+    return (
+        model.module
+        if isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel))
+        else model
+    )
 
 
 @dataclass(frozen=True)

@@ -2,24 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
-
 import torch
 from torch import nn
 
-AMP_DTYPES = {"off": None, "fp16": torch.float16, "bf16": torch.bfloat16}
-
-
-def memory_format(channels_last: bool) -> torch.memory_format:
-    return torch.channels_last if channels_last else torch.contiguous_format
-
-
-def autocast(device: torch.device, amp: str) -> contextlib.AbstractContextManager:
-    """``torch.autocast`` for ``amp`` (``off``, ``fp16``, ``bf16``) on ``device``'s type."""
-    dtype = AMP_DTYPES[amp]
-    if dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype=dtype)
+from utils.runtime.precision import autocast, check_amp, memory_format
 
 
 class TrainStep:
@@ -42,13 +28,7 @@ class TrainStep:
         channels_last: bool = False,
         clip_grad_norm: float = 0.0,
     ) -> None:
-        if amp not in AMP_DTYPES:
-            raise ValueError(f"amp must be one of {', '.join(AMP_DTYPES)}, got {amp!r}")
-        if amp == "fp16" and device.type != "cuda":
-            raise ValueError(
-                "amp 'fp16' needs a CUDA GPU (float16 with a GradScaler); on the CPU use "
-                "'bf16' or 'off'"
-            )
+        check_amp(amp, device)
         self.model = model
         self.loss = loss
         self.optimizer = optimizer

@@ -4,11 +4,12 @@ events and ``metrics.jsonl``."""
 from __future__ import annotations
 
 import json
-import os
 import re
 import time
 from pathlib import Path
 from typing import Any
+
+from utils.io.atomic import write_text
 
 CHECKPOINT_PATTERN = re.compile(r"checkpoint-epoch(\d+)\.pth$")
 
@@ -26,13 +27,6 @@ def new_run_dir(save_dir: str | Path, name: str) -> Path:
         except FileExistsError:
             continue
     raise RuntimeError(f"could not create a new run folder in {parent}")
-
-
-def write_json(path: Path, data: dict[str, Any]) -> None:
-    """Write JSON atomically (temporary file, then rename)."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=4) + "\n")
-    os.replace(tmp, path)
 
 
 def periodic_checkpoints(run_dir: Path) -> list[Path]:
@@ -59,6 +53,4 @@ class MetricsLog:
             return
         lines = [line for line in self.path.read_text().splitlines() if line.strip()]
         kept = [line for line in lines if json.loads(line)["epoch"] <= epoch]
-        tmp = self.path.with_name(f".{self.path.name}.tmp")
-        tmp.write_text("".join(line + "\n" for line in kept))
-        os.replace(tmp, self.path)
+        write_text(self.path, "".join(line + "\n" for line in kept))

@@ -1,0 +1,1 @@
+"""Prediction: the predictor and its modes, sliding windows, reading inputs and writing outputs."""

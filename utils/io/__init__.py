@@ -1,0 +1,2 @@
+"""Files: image reading and writing, atomic writes (and the one JSON writer), checkpoints, run
+folders."""

@@ -1,0 +1,98 @@
+"""Checkpoints: atomic saving, weights-only loading, the check that a state dict fits a model."""
+
+from __future__ import annotations
+
+import argparse
+import pickle
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from utils.io.atomic import atomic_write
+
+CHECKPOINT_VERSION = 1
+SHOWN_KEYS = 5
+"""Keys listed per kind in an error message."""
+
+
+def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
+    """Write ``state`` atomically: a temporary file in the same folder, flushed, then renamed.
+
+    A crash or Ctrl-C during the write leaves any previous file at ``path`` untouched.
+    """
+    with atomic_write(path) as f:
+        torch.save(state, f)
+
+
+def load_weights_only(path: str | Path, what: str = "weights file") -> Any:
+    """``torch.load(path, map_location="cpu", weights_only=True)``.
+
+    Besides tensors and plain containers, ``argparse.Namespace`` is allowed (the ``args`` that
+    training scripts store beside the weights). Raises ``FileNotFoundError`` for a missing file
+    and ``ValueError`` naming ``path`` for a file that is not a readable PyTorch file, or that
+    would need arbitrary unpickling (which can run any code, so it is refused).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} {path} does not exist")
+    try:
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        found = re.search(r"GLOBAL (\S+)", str(err))
+        if found is None and "weights only" not in str(err).lower():
+            raise ValueError(f"{path} is not a readable PyTorch file: {err}") from err
+        stored = f" (it stores {found.group(1)})" if found else ""
+        raise ValueError(
+            f"{path} is refused: it is not a weights-only file{stored}, and loading it would need "
+            "arbitrary unpickling, which can run any code. If you trust its source, load it "
+            "once with torch.load(..., weights_only=False) and torch.save only its state dict."
+        ) from err
+    except (RuntimeError, EOFError, KeyError, ValueError) as err:
+        raise ValueError(f"{path} is not a readable PyTorch file: {err!r}") from err
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """A checkpoint dict loaded on the CPU with :func:`load_weights_only`; errors name the file."""
+    state = load_weights_only(path, "checkpoint")
+    if not isinstance(state, dict):
+        raise ValueError(f"{path} holds a {type(state).__name__}, expected a checkpoint dict")
+    return state
+
+
+def first_keys(keys: list[str]) -> str:
+    """The first :data:`SHOWN_KEYS` of ``keys`` for a message (``none`` when empty)."""
+    if not keys:
+        return "none"
+    more = f" ... ({len(keys)} in all)" if len(keys) > SHOWN_KEYS else ""
+    return ", ".join(keys[:SHOWN_KEYS]) + more
+
+
+def check_state_dict(
+    expected: Mapping[str, torch.Tensor], state: Mapping[str, torch.Tensor], what: str
+) -> None:
+    """Raise ValueError unless ``state`` has exactly the keys and shapes of ``expected``.
+
+    ``expected`` is a model's ``state_dict()`` (a model on the meta device will do); ``what``
+    begins the message, e.g. ``"checkpoint run/best_model.pth does not fit U2Net('lite')"``. The
+    message lists the first unexpected and missing keys, or the first tensors of another shape.
+    """
+    unexpected = [k for k in state if k not in expected]
+    missing = [k for k in expected if k not in state]
+    if unexpected or missing:
+        raise ValueError(
+            f"{what}: first unexpected keys: {first_keys(unexpected)}; "
+            f"first missing keys: {first_keys(missing)}"
+        )
+    wrong = [
+        f"{k} {tuple(state[k].shape)} (expected {tuple(v.shape)})"
+        for k, v in expected.items()
+        if state[k].shape != v.shape
+    ]
+    if wrong:
+        raise ValueError(
+            f"{what}: {len(wrong)} tensors of another shape, first: {', '.join(wrong[:SHOWN_KEYS])}"
+        )
