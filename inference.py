@@ -19,7 +19,7 @@ import torch
 from u2seg import Predictor
 from utils.inference.files import list_inputs, predict_files
 from utils.inference.outputs import OUTPUT_KINDS
-from utils.inference.predictor import MODES, PredictOptions
+from utils.inference.predictor import PREDICTION_MODES, PredictOptions
 from utils.inference.windows import BLENDS
 from utils.io.atomic import write_json
 from utils.metrics.folders import evaluate_folders, format_file_list, print_report
@@ -36,7 +36,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     arg("-c", "--config", help="config whose 'arch' builds the model for the weights of -m")
     arg("-i", "--input", required=True, help="image file or folder (searched recursively)")
     arg("-o", "--output", required=True, help="output folder (maps/, masks/, cutouts/, overlays/)")
-    arg("--mode", choices=MODES, default="single", help="prediction mode (default single)")
+    arg("--mode", choices=PREDICTION_MODES, default="single", help="prediction mode (default single)")
     arg(
         "--size",
         type=int,

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +14,7 @@ from utils.io.run_dir import new_run_dir
 from utils.runtime.cpu_memory import keep_freed_memory
 from utils.runtime.distributed import LaunchError, broadcast_object, cleanup, is_main_process
 from utils.runtime.execution import Execution, setup_execution
+from utils.runtime.logs import get_logger, setup_logging
 from utils.runtime.seeding import seed_everything
 
 
@@ -79,21 +78,6 @@ def resolve_config(args: argparse.Namespace, known: cfg.Registries) -> dict[str,
     return cfg.validate_config(config, known)
 
 
-def setup_logging(run_dir: Path, main_process: bool = True) -> None:
-    """Log to stdout and ``train.log`` in the main process; other processes stay silent."""
-    logger = logging.getLogger("u2seg")
-    logger.setLevel(logging.INFO)
-    logger.handlers.clear()
-    logger.propagate = main_process
-    if not main_process:
-        logger.addHandler(logging.NullHandler())
-        warnings.simplefilter("ignore")  # rank 0 shows the same warnings
-        return
-    for handler in (logging.StreamHandler(sys.stdout), logging.FileHandler(run_dir / "train.log")):
-        handler.setFormatter(logging.Formatter("%(asctime)s  %(message)s", "%H:%M:%S"))
-        logger.addHandler(handler)
-
-
 def without_pretrained(config: dict[str, Any]) -> dict[str, Any]:
     """A copy of ``config`` whose ``arch.args`` has no ``pretrained`` weights file."""
     args = {k: v for k, v in config["arch"].get("args", {}).items() if k != "pretrained"}
@@ -123,7 +107,7 @@ def main(argv: list[str] | None = None) -> Path:
         run_dir = new_run_dir(config["trainer"]["save_dir"], config["name"])
     run_dir = broadcast_object(run_dir)  # every process writes (if at all) into rank 0's folder
     setup_logging(run_dir, execution.is_main)
-    logger = logging.getLogger("u2seg")
+    logger = get_logger()
     logger.info("run folder: %s", run_dir)
     logger.info("%s", describe(execution, config))
 

@@ -41,7 +41,7 @@ class Trainer(BaseTrainer):
         start = time.perf_counter()
         bar = self._progress(self.train_loader, "train", epoch)
         for i, (images, masks) in enumerate(bar):
-            loss = self.step(images, masks)
+            loss = self.train_step(images, masks)
             if self.lr_scheduler is not None:
                 self.lr_scheduler.step()
             # no host sync per step: the first non-finite step is recorded on the device
@@ -78,7 +78,7 @@ class Trainer(BaseTrainer):
         metrics = SODMetrics(self.device)
         shown: list[tuple[torch.Tensor, ...]] = []
         for images, masks in self._progress(self.val_loader, "val", epoch):
-            probs = model(images.contiguous(memory_format=self.step.memory_format))
+            probs = model(images.contiguous(memory_format=self.train_step.memory_format))
             metrics.update(probs, masks)
             if self.writer is not None and sum(len(t[0]) for t in shown) < self.vis_samples:
                 shown.append((images, masks, probs))

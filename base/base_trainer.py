@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import math
 from abc import ABC, abstractmethod
 from pathlib import Path
@@ -23,6 +22,7 @@ from utils.io.checkpoint import (
 from utils.io.run_dir import MetricsLog, periodic_checkpoints
 from utils.runtime.distributed import all_reduce_sum_, barrier
 from utils.runtime.execution import Execution, prepare_model, unwrap
+from utils.runtime.logs import get_logger
 from utils.runtime.seeding import rng_state, set_rng_state
 from utils.training import LR_SCHEDULERS, OPTIMIZERS
 from utils.training.train_step import TrainStep
@@ -57,7 +57,7 @@ class BaseTrainer(ABC):
     ) -> None:
         self.config = config
         self.run_dir = Path(run_dir)
-        self.logger = logging.getLogger("u2seg")
+        self.logger = get_logger()
         trainer = config["trainer"]
         self.epochs: int = trainer["epochs"]
         self.save_period: int = trainer["save_period"]
@@ -87,7 +87,7 @@ class BaseTrainer(ABC):
             self.lr_scheduler = cfg.build(
                 config, "lr_scheduler", LR_SCHEDULERS, self.optimizer, total_iters=total_iters
             )
-        self.step = TrainStep(
+        self.train_step = TrainStep(
             self.model,
             self.loss,
             self.optimizer,
@@ -213,7 +213,7 @@ class BaseTrainer(ABC):
             "state_dict": unwrap(self.model).state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "lr_scheduler": None if self.lr_scheduler is None else self.lr_scheduler.state_dict(),
-            "scaler": self.step.scaler.state_dict() if self.step.scaler.is_enabled() else None,
+            "scaler": self.train_step.scaler.state_dict() if self.train_step.scaler.is_enabled() else None,
             "monitor_best": self.monitor_best,
             "not_improved": self.not_improved,
             "config": self.config,
@@ -252,8 +252,8 @@ class BaseTrainer(ABC):
             total_iters = self.lr_scheduler.total_iters  # the epochs may have been changed
             self.lr_scheduler.load_state_dict(state["lr_scheduler"])
             self.lr_scheduler.total_iters = total_iters
-        if self.step.scaler.is_enabled() and state.get("scaler"):
-            self.step.scaler.load_state_dict(state["scaler"])
+        if self.train_step.scaler.is_enabled() and state.get("scaler"):
+            self.train_step.scaler.load_state_dict(state["scaler"])
         self.monitor_best = state["monitor_best"]
         self.not_improved = state["not_improved"]
         self.start_epoch = state["epoch"] + 1

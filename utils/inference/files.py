@@ -6,7 +6,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import TypeVar
+from typing import NamedTuple, TypeVar
 
 import numpy as np
 import torch
@@ -33,7 +33,7 @@ def list_inputs(source: Path, output: Path) -> list[tuple[str, Path]]:
     return sorted(found.items())
 
 
-def prefetched(
+def read_ahead(
     function: Callable[[T], R], items: Iterable[T], pool: ThreadPoolExecutor, depth: int
 ) -> Iterator[R]:
     """``map(function, items)`` computed in ``pool`` at most ``depth`` items ahead, in order."""
@@ -47,13 +47,22 @@ def prefetched(
         yield pending.popleft().result()
 
 
-def read(item: tuple[str, Path]) -> tuple[str, Path, np.ndarray | str]:
-    """The image of an input, or the error message when it cannot be read."""
+class InputImage(NamedTuple):
+    """An input as read: ``image`` (HxWx3 uint8 RGB), or None and the ``error`` message."""
+
+    key: str
+    path: Path
+    image: np.ndarray | None
+    error: str = ""
+
+
+def read_input(item: tuple[str, Path]) -> InputImage:
+    """Read the ``(key, path)`` input; a file that cannot be read gives its error message."""
     key, path = item
     try:
-        return key, path, read_image(path)
+        return InputImage(key, path, read_image(path))
     except OSError as err:
-        return key, path, str(err)
+        return InputImage(key, path, None, str(err))
 
 
 def batched(items: Iterable[T], size: int) -> Iterator[list[T]]:
@@ -102,21 +111,19 @@ def predict_files(
         ThreadPoolExecutor(workers) as writers,
         tqdm(total=len(inputs), unit="img", desc=predictor.options.mode, disable=None) as bar,
     ):
-        loaded = prefetched(read, inputs, readers, depth=per_batch + workers)
+        loaded = read_ahead(read_input, inputs, readers, depth=per_batch + workers)
         for batch in batched(loaded, per_batch):
-            good = [(key, path, image) for key, path, image in batch if not isinstance(image, str)]
-            failures += [image for _, _, image in batch if isinstance(image, str)]
+            good = [item for item in batch if item.image is not None]
+            failures += [item.error for item in batch if item.image is None]
             if good:
                 try:
-                    probs = run_batch(predictor, [image for _, _, image in good])
+                    probs = predict_with_progress(predictor, [item.image for item in good])
                 except torch.cuda.OutOfMemoryError:
                     torch.cuda.empty_cache()
-                    failures += [
-                        f"{path}: out of GPU memory; use --mode sliding or a smaller --batch-size"
-                        for _, path, _ in good
-                    ]
+                    advice = "out of GPU memory; use --mode sliding or a smaller --batch-size"
+                    failures += [f"{item.path}: {advice}" for item in good]
                     probs = []
-                for (key, path, image), prob in zip(good, probs, strict=False):
+                for (key, path, image, _), prob in zip(good, probs, strict=False):
                     saliency = prob_to_uint8(prob).cpu().numpy()
                     mask = (
                         (prob >= threshold).to(torch.uint8).mul_(255).cpu().numpy()
@@ -133,7 +140,7 @@ def predict_files(
     return written, failures
 
 
-def run_batch(predictor: Predictor, images: list[np.ndarray]) -> list[torch.Tensor]:
+def predict_with_progress(predictor: Predictor, images: list[np.ndarray]) -> list[torch.Tensor]:
     """Predict a batch; in sliding mode a big image gets its own progress bar over windows."""
     if predictor.options.mode != "sliding":
         return predictor.predict_tensors(images)

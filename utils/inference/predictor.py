@@ -34,7 +34,7 @@ from utils.io.images import read_image
 from utils.preprocessing import DEFAULT_INPUT_SIZE, INV_STD_255, MEAN_255
 from utils.runtime.precision import autocast, check_amp, memory_format
 
-MODES = ("single", "multiscale", "sliding")
+PREDICTION_MODES = ("single", "multiscale", "sliding")
 
 
 @dataclass(frozen=True)
@@ -55,8 +55,8 @@ class PredictOptions:
     post_norm: bool = False
 
     def __post_init__(self) -> None:
-        if self.mode not in MODES:
-            raise ValueError(f"unknown mode {self.mode!r}; valid: {', '.join(MODES)}")
+        if self.mode not in PREDICTION_MODES:
+            raise ValueError(f"unknown mode {self.mode!r}; valid: {', '.join(PREDICTION_MODES)}")
         for name in ("size", "window", "batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")

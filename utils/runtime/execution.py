@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import warnings
 from dataclasses import dataclass, field
 from typing import Any
@@ -14,8 +13,6 @@ from utils.config import ConfigError
 from utils.runtime.device import resolve_device
 from utils.runtime.distributed import get_rank, get_world_size, init_distributed, is_distributed
 from utils.runtime.precision import memory_format
-
-logger = logging.getLogger("u2seg")
 
 
 def unwrap(model: nn.Module) -> nn.Module:

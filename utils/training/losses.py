@@ -10,7 +10,7 @@ from torch import nn
 
 __all__ = ["DeepSupervisionLoss"]
 
-MODES = ("bce", "bce_iou")
+LOSS_MODES = ("bce", "bce_iou")
 
 
 def soft_iou_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -31,8 +31,8 @@ class DeepSupervisionLoss(nn.Module):
 
     def __init__(self, mode: str = "bce", weights: Sequence[float] | None = None) -> None:
         super().__init__()
-        if mode not in MODES:
-            raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+        if mode not in LOSS_MODES:
+            raise ValueError(f"mode must be one of {', '.join(LOSS_MODES)}, got {mode!r}")
         self.mode = mode
         self.weights = None if weights is None else [float(w) for w in weights]
 
