@@ -93,30 +93,14 @@ def export(
         # for every input size.
         warnings.simplefilter("ignore", DeprecationWarning)
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        common = {"input_names": [INPUT], "output_names": [OUTPUT], "opset_version": opset}
         if exporter == "dynamo":
             dims = {i: torch.export.Dim(name) for i, name in axes.items()}
-            torch.onnx.export(
-                model,
-                (example,),
-                str(path),
-                dynamo=True,
-                input_names=[INPUT],
-                output_names=[OUTPUT],
-                opset_version=opset,
-                dynamic_shapes=(dims,) if dynamic else None,
-                external_data=False,
-            )
+            shapes = {"dynamic_shapes": (dims,) if dynamic else None, "external_data": False}
         else:
-            torch.onnx.export(
-                model,
-                (example,),
-                str(path),
-                dynamo=False,
-                input_names=[INPUT],
-                output_names=[OUTPUT],
-                opset_version=opset,
-                dynamic_axes={INPUT: axes, OUTPUT: axes} if dynamic else None,
-            )
+            shapes = {"dynamic_axes": {INPUT: axes, OUTPUT: axes} if dynamic else None}
+        dynamo = exporter == "dynamo"
+        torch.onnx.export(model, (example,), str(path), dynamo=dynamo, **common, **shapes)
 
 
 def check(
