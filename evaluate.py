@@ -14,7 +14,7 @@ import sys
 
 from utils.io.atomic import write_json
 from utils.metrics import METRIC_NAMES
-from utils.metrics.folders import evaluate_folders, print_report
+from utils.metrics.folders import EvaluationSettings, evaluate_folders, print_report
 from utils.runtime.device import resolve_device
 
 
@@ -61,14 +61,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         device, _ = resolve_device(args.device)
-        results = evaluate_folders(
-            args.pred,
-            args.gt,
-            metrics=args.metrics,
-            device=device,
-            batch_size=args.batch_size,
-            workers=args.workers,
+        settings = EvaluationSettings(
+            metrics=args.metrics, device=device, batch_size=args.batch_size, workers=args.workers
         )
+        results = evaluate_folders(args.pred, args.gt, settings)
     except ValueError as err:  # EvaluationError, or a bad --device
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -22,7 +22,12 @@ from utils.inference.outputs import OUTPUT_KINDS
 from utils.inference.predictor import PREDICTION_MODES, PredictOptions
 from utils.inference.windows import BLENDS
 from utils.io.atomic import write_json
-from utils.metrics.folders import evaluate_folders, format_file_list, print_report
+from utils.metrics.folders import (
+    EvaluationSettings,
+    evaluate_folders,
+    format_file_list,
+    print_report,
+)
 from utils.runtime.cpu_memory import keep_freed_memory
 from utils.runtime.precision import AMP_DTYPES
 
@@ -36,7 +41,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     arg("-c", "--config", help="config whose 'arch' builds the model for the weights of -m")
     arg("-i", "--input", required=True, help="image file or folder (searched recursively)")
     arg("-o", "--output", required=True, help="output folder (maps/, masks/, cutouts/, overlays/)")
-    arg("--mode", choices=PREDICTION_MODES, default="single", help="prediction mode (default single)")
+    arg(
+        "--mode",
+        choices=PREDICTION_MODES,
+        default="single",
+        help="prediction mode (default single)",
+    )
     arg(
         "--size",
         type=int,
@@ -114,7 +124,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def evaluate(args: argparse.Namespace, device: torch.device) -> int:
     """Score the written maps against ``--gt`` like evaluate.py; returns an exit status."""
     maps = Path(args.output) / OUTPUT_KINDS["map"][0]
-    results = evaluate_folders(maps, args.gt, device=device, workers=args.workers)
+    results = evaluate_folders(
+        maps, args.gt, EvaluationSettings(device=device, workers=args.workers)
+    )
     print_report(results, maps, args.gt)
     if args.json:
         write_json(args.json, results)

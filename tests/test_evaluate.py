@@ -15,7 +15,12 @@ import torch
 import evaluate
 from utils.io.images import read_mask
 from utils.metrics import METRIC_NAMES, SODMetrics, prob_to_uint8
-from utils.metrics.folders import EvaluationError, pair_files
+from utils.metrics.folders import (
+    EvaluationError,
+    EvaluationSettings,
+    evaluate_folders,
+    pair_files,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 EXTRA_KEYS = (
@@ -172,6 +177,30 @@ def test_unreadable_file_is_skipped_and_reported(folders, tmp_path, capsys):
     result = json.loads(out.read_text())
     assert result["num_pairs"] == 4
     assert len(result["unreadable"]) == 1 and "img_0.png" in result["unreadable"][0]
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_unreadable_pairs_with_and_without_threads(folders, workers):
+    pred_dir, gt_dir = folders
+    (pred_dir / "img_2.png").write_bytes(b"not a png")
+    settings = EvaluationSettings(metrics=["MAE"], batch_size=2, workers=workers, progress=False)
+    result = evaluate_folders(pred_dir, gt_dir, settings)
+    assert list(result) == ["MAE", *EXTRA_KEYS]
+    assert result["num_pairs"] == 4 and result["resized_predictions"] == 1
+    assert len(result["unreadable"]) == 1 and "img_2.png" in result["unreadable"][0]
+    for name in ("img_0.png", "img_1.png", "img_3.png", "img_4.png"):
+        (pred_dir / name).write_bytes(b"")
+    with pytest.raises(EvaluationError, match="none of the 5 pair"):
+        evaluate_folders(pred_dir, gt_dir, settings)
+
+
+def test_evaluation_settings():
+    assert EvaluationSettings(metrics=["wF", "MAE"]).metrics == ("wF", "MAE")
+    assert EvaluationSettings().metrics is None
+    with pytest.raises(ValueError, match="batch_size"):
+        EvaluationSettings(batch_size=0)
+    with pytest.raises(ValueError, match="workers"):
+        EvaluationSettings(workers=-1)
 
 
 def test_metric_selection(folders, capsys):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from metric_cases import adaptive_tie_pair
+from metric_cases import adaptive_tie_pair, blob, to_u8
 
 import utils.metrics.prepare as prepare_module
 from utils.metrics import (
@@ -77,15 +77,6 @@ def assert_matches(metrics: SODMetrics, preds: list[np.ndarray], gts: list[np.nd
     for key in CURVE_KEYS:
         assert got_curves[key].shape == (256,)
         np.testing.assert_allclose(got_curves[key], ref_curves[key], atol=ATOL, rtol=0, err_msg=key)
-
-
-def blob(h: int, w: int, cy: float, cx: float, sigma: float) -> np.ndarray:
-    yy, xx = np.mgrid[0:h, 0:w]
-    return np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * sigma**2))
-
-
-def to_u8(x: np.ndarray) -> np.ndarray:
-    return np.clip(np.rint(x * 255), 0, 255).astype(np.uint8)
 
 
 def structured_images(rng: np.random.Generator, n: int, h: int, w: int):
@@ -322,6 +313,36 @@ def test_prepare_batch_is_bit_identical_to_reference() -> None:
         counts = batch.level_counts[i].numpy()
         np.testing.assert_array_equal(counts[1], np.bincount(preds[i][ref_gt], minlength=256))
         np.testing.assert_array_equal(counts[0], np.bincount(preds[i][~ref_gt], minlength=256))
+
+
+def test_threshold_counts_equal_pixel_counts() -> None:
+    """``adaptive_counts`` and ``cumulative_counts`` count the pixels PySODMetrics binarises."""
+    preds, gts = zip(*edge_cases().values(), strict=True)  # all 20x24
+    batches = [(np.stack(preds), np.stack(gts)), tuple(x[None] for x in adaptive_tie_pair())]
+    for pred_u8, gt_u8 in batches:
+        batch = prepare_batch(torch.from_numpy(pred_u8), torch.from_numpy(gt_u8))
+        for i in range(len(pred_u8)):
+            ref_pred, ref_gt = py_sod_metrics.utils.prepare_data(pred_u8[i], gt_u8[i])
+            selected = ref_pred >= min(2 * ref_pred.mean(), 1)
+            levels = (ref_pred * 255).astype(np.uint8)
+            for g, pixels in enumerate((~ref_gt, ref_gt)):
+                assert int(batch.adaptive_counts[i, g]) == np.count_nonzero(selected[pixels])
+                hist = np.bincount(levels[pixels], minlength=256)
+                cumulative = np.cumsum(hist[::-1])  # [t]: pixels with level >= 255 - t
+                np.testing.assert_array_equal(batch.cumulative_counts[i, g].numpy(), cumulative)
+
+
+def test_batch_and_list_of_images_agree_exactly() -> None:
+    preds, gts = (list(images) for images in zip(*edge_cases().values(), strict=True))
+    as_batch, as_list = SODMetrics(metrics=NAMES), SODMetrics(metrics=NAMES)
+    as_batch.update(np.stack(preds), np.stack(gts))
+    as_list.update(preds, gts)  # equal sizes: scored as the same batch
+    for got, want in zip(as_list.state_tensors(), as_batch.state_tensors(), strict=True):
+        assert torch.equal(got, want)
+    as_batch.update(np.zeros((0, 4, 4), np.uint8), np.zeros((0, 4, 4), np.uint8))  # no-op
+    assert as_batch.num_images == len(preds)
+    with pytest.raises(ValueError, match="got 2 predictions and 1 ground truths"):
+        as_batch.update(preds[:2], gts[:1])
 
 
 def test_api_and_reset() -> None:

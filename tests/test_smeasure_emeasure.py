@@ -77,7 +77,7 @@ def per_image(preds, gts, device: str = "cpu"):
     )
     adaptive, curves = EmeasureAccumulator(device).scores(prepared)
     sm = SmeasureAccumulator(device).scores(prepared)
-    return sm.cpu().numpy(), adaptive.cpu().numpy(), curves.cpu().numpy()
+    return sm.cpu().numpy(), adaptive.cpu().numpy(), curves["emeasure"].cpu().numpy()
 
 
 def assert_dataset_matches(sm: SmeasureAccumulator, em: EmeasureAccumulator, ref: dict) -> None:

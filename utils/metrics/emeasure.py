@@ -4,14 +4,10 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-import numpy as np
 import torch
 
-from utils.metrics.base import Accumulator
-from utils.metrics.prepare import NUM_THRESHOLDS, PreparedBatch, divide
-
-EPS = 2.0**-52
-"""PySODMetrics' ``EPS = np.spacing(1)`` (MATLAB's ``eps``)."""
+from utils.metrics.base import CurveAccumulator
+from utils.metrics.prepare import EPS, PreparedBatch, divide
 
 
 def enhanced_alignment(
@@ -56,7 +52,7 @@ def enhanced_alignment(
     return divide(total, denominator)
 
 
-class EmeasureAccumulator(Accumulator):
+class EmeasureAccumulator(CurveAccumulator):
     """E-measure: adaptive, and the 256-threshold dynamic curve.
 
     Per image, as PySODMetrics' ``Emeasure`` (see :func:`enhanced_alignment`):
@@ -68,61 +64,22 @@ class EmeasureAccumulator(Accumulator):
       the strictest threshold 255, index 255 is threshold 0, where every pixel is positive), the
       order of PySODMetrics' curve.
 
-    The dataset curve is the mean of the per-image curves; ``maxE`` and ``meanE`` are its maximum
-    and its mean, ``adpE`` the mean of the per-image adaptive E. The values are finite for every
-    input (a 1x1 image divides by ``eps``, as PySODMetrics does).
+    The dataset curve (``"emeasure"``) is the mean of the per-image curves; ``maxE`` and
+    ``meanE`` are its maximum and its mean, ``adpE`` the mean of the per-image adaptive E. The
+    values are finite for every input (a 1x1 image divides by ``eps``, as PySODMetrics does).
     """
 
     HIGHER_IS_BETTER: ClassVar[dict[str, bool]] = {"maxE": True, "meanE": True, "adpE": True}
+    CURVES: ClassVar[tuple[str, ...]] = ("emeasure",)
+    SUMMARY_CURVE: ClassVar[str] = "emeasure"
 
-    def _init_state(self) -> None:
-        self.adaptive_sum = self._zeros()
-        self.curve_sum = self._zeros(NUM_THRESHOLDS)
-        self.count = self._zeros()
-
-    def state_tensors(self) -> list[torch.Tensor]:
-        return [self.adaptive_sum, self.curve_sum, self.count]
-
-    def scores(self, batch: PreparedBatch) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-image adaptive E (B) and E curve (B x 256, index i: threshold 255 - i)."""
-        counts = batch.level_counts  # B x 2 x 256 (background, foreground) per 8-bit level
-        lut = batch.lut
+    def scores(self, batch: PreparedBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Per-image adaptive E (B) and ``emeasure`` curve (B x 256, index i: threshold
+        255 - i), float64."""
         gt_count = batch.gt_count
-
-        # Adaptive: the binarisation selects whole 8-bit levels.
-        threshold = (2.0 * batch.mean).clamp(max=1.0)
-        selected = (lut >= threshold[:, None]).to(torch.int64)
-        true_pos = (counts[:, 1] * selected).sum(dim=1, keepdim=True)
-        false_pos = (counts[:, 0] * selected).sum(dim=1, keepdim=True)
+        selected = batch.adaptive_counts  # B x 2: background, foreground
+        true_pos, false_pos = selected[:, 1:], selected[:, :1]  # B x 1: a single threshold
         adaptive = enhanced_alignment(true_pos, false_pos, gt_count, batch.num_pixels)[:, 0]
-
-        # Curve: histogram of q = trunc(pred * 255), cumulated from bin 255 down, so that
-        # [..., i] counts the pixels with q >= 255 - i (levels absent from the image are clamped
-        # into range; they have no pixels).
-        bins = (lut * 255.0).to(torch.int64).clamp_(0, NUM_THRESHOLDS - 1)
-        bins = bins[:, None, :].expand_as(counts)
-        hist = torch.zeros_like(counts).scatter_add_(2, bins, counts)
-        cumulative = hist.flip(-1).cumsum(-1)
+        cumulative = batch.cumulative_counts  # B x 2 x 256
         curve = enhanced_alignment(cumulative[:, 1], cumulative[:, 0], gt_count, batch.num_pixels)
-        return adaptive, curve
-
-    def update(self, batch: PreparedBatch) -> None:
-        adaptive, curve = self.scores(batch)
-        self.adaptive_sum += adaptive.sum().to(self.device)
-        self.curve_sum += curve.sum(0).to(self.device)
-        self.count += batch.batch_size
-
-    def curves(self) -> dict[str, np.ndarray]:
-        """Dataset-mean E curve under ``"emeasure"`` (index i: threshold 255 - i); raises
-        RuntimeError when no image was added."""
-        self._check_not_empty()
-        return {"emeasure": (self.curve_sum / self.count).cpu().numpy()}
-
-    def compute(self) -> dict[str, float]:
-        self._check_not_empty()
-        curve = self.curve_sum / self.count
-        return {
-            "maxE": curve.max().item(),
-            "meanE": curve.mean().item(),
-            "adpE": (self.adaptive_sum / self.count).item(),
-        }
+        return adaptive, {"emeasure": curve}

@@ -21,8 +21,11 @@ from __future__ import annotations
 import os
 import sys
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -108,61 +111,96 @@ def pair_files(
     return pairs, missing, unmatched
 
 
-def _read_pair(pair: Pair) -> tuple[np.ndarray, np.ndarray] | str:
-    """The 8-bit prediction and mask of a pair, or the error message when one is unreadable."""
-    try:
-        return read_mask(pair[0]), read_mask(pair[1])
-    except OSError as err:
-        return str(err)
+@dataclass(frozen=True)
+class EvaluationSettings:
+    """How :func:`evaluate_pairs` and :func:`evaluate_folders` score the pairs.
+
+    ``metrics``: the :class:`SODMetrics` names to compute (``None``: all, in its order; stored as
+    a tuple); ``device``: where the metrics are computed; ``batch_size``: pairs read and scored at
+    a time (>= 1); ``workers``: threads that read files (0: read in the calling thread);
+    ``progress``: show a tqdm bar. Raises ValueError for ``batch_size < 1`` or ``workers < 0``.
+    """
+
+    metrics: Sequence[str] | None = None
+    device: torch.device | str = "cpu"
+    batch_size: int = 16
+    workers: int = 4
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.workers < 0:
+            raise ValueError(f"workers must be >= 0, got {self.workers}")
+        if self.metrics is not None:
+            object.__setattr__(self, "metrics", tuple(self.metrics))
+
+
+def _read_pair(pair: Pair) -> tuple[np.ndarray, np.ndarray]:
+    """The 8-bit prediction and mask of a pair; raises OSError (naming the file) when one of the
+    two files cannot be read."""
+    return read_mask(pair[0]), read_mask(pair[1])
+
+
+def _read_chunk(
+    chunk: Sequence[Pair], executor: ThreadPoolExecutor | None
+) -> tuple[list[np.ndarray], list[np.ndarray], list[str]]:
+    """Read the pairs of ``chunk`` (in ``executor``'s threads, or in this one when ``None``).
+
+    Returns the predictions and the masks read (uint8 HxW arrays, in the order of ``chunk``) and
+    the error message of every unreadable pair.
+    """
+    # One call per pair that returns its images or raises OSError: the result of a future
+    # (all the pair reads are submitted at once) or the read itself.
+    reads: list[Callable[[], tuple[np.ndarray, np.ndarray]]] = (
+        [executor.submit(_read_pair, pair).result for pair in chunk]
+        if executor
+        else [partial(_read_pair, pair) for pair in chunk]
+    )
+    preds: list[np.ndarray] = []
+    gts: list[np.ndarray] = []
+    errors: list[str] = []
+    for read in reads:
+        try:
+            pred, gt = read()
+        except OSError as err:
+            errors.append(str(err))
+            continue
+        preds.append(pred)
+        gts.append(gt)
+    return preds, gts, errors
 
 
 def evaluate_pairs(
-    pairs: Sequence[Pair],
-    metrics: Sequence[str] | None = None,
-    device: torch.device | str = "cpu",
-    batch_size: int = 16,
-    workers: int = 4,
-    progress: bool = True,
+    pairs: Sequence[Pair], settings: EvaluationSettings | None = None
 ) -> dict[str, Any]:
-    """Score ``pairs`` with :class:`SODMetrics` (all metrics it knows, or those in ``metrics``).
+    """Score ``pairs`` with :class:`SODMetrics` as ``settings`` say (default: all metrics, CPU).
 
-    Files are read ``batch_size`` pairs at a time (with ``workers`` threads; 0 reads in this
-    thread) and fed to :meth:`SODMetrics.update` as lists, which batches equal-size images and
-    resizes a prediction to its GT's size (bilinear on the 0..255 values). Returns the metric
-    values (in :class:`SODMetrics` order) and ``num_pairs`` (pairs scored),
-    ``resized_predictions`` (how many had another size than their GT) and ``unreadable`` (the
-    error message, naming the file, of every skipped pair). Raises :class:`EvaluationError` when
-    no pair could be read.
+    Files are read ``settings.batch_size`` pairs at a time and fed to :meth:`SODMetrics.update`
+    as lists, which batches equal-size images and resizes a prediction to its GT's size
+    (bilinear on the 0..255 values). Returns the metric values (in :class:`SODMetrics` order)
+    and ``num_pairs`` (pairs scored), ``resized_predictions`` (how many had another size than
+    their GT) and ``unreadable`` (the error message, naming the file, of every skipped pair).
+    Raises :class:`EvaluationError` when no pair could be read.
     """
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    scorer = SODMetrics(device, metrics)
+    settings = settings or EvaluationSettings()
+    scorer = SODMetrics(settings.device, settings.metrics)
     unreadable: list[str] = []
     resized = 0
-    executor = ThreadPoolExecutor(workers) if workers > 0 else None
-    try:
-        with tqdm(
-            total=len(pairs), desc="evaluate", unit="img", disable=None if progress else True
-        ) as bar:
-            for start in range(0, len(pairs), batch_size):
-                chunk = pairs[start : start + batch_size]
-                loaded: Iterable[tuple[np.ndarray, np.ndarray] | str] = (
-                    executor.map(_read_pair, chunk) if executor else map(_read_pair, chunk)
-                )
-                preds, gts = [], []
-                for item in loaded:
-                    if isinstance(item, str):
-                        unreadable.append(item)
-                        continue
-                    preds.append(item[0])
-                    gts.append(item[1])
-                    resized += item[0].shape != item[1].shape
-                if preds:
-                    scorer.update(preds, gts)
-                bar.update(len(chunk))
-    finally:
-        if executor:
-            executor.shutdown()
+    pool = ThreadPoolExecutor(settings.workers) if settings.workers > 0 else nullcontext()
+    quiet = None if settings.progress else True  # tqdm's disable: None hides it off a TTY
+    with (
+        pool as executor,
+        tqdm(total=len(pairs), desc="evaluate", unit="img", disable=quiet) as bar,
+    ):
+        for start in range(0, len(pairs), settings.batch_size):
+            chunk = pairs[start : start + settings.batch_size]
+            preds, gts, errors = _read_chunk(chunk, executor)
+            unreadable += errors
+            resized += sum(pred.shape != gt.shape for pred, gt in zip(preds, gts, strict=True))
+            if preds:
+                scorer.update(preds, gts)
+            bar.update(len(chunk))
     if scorer.num_images == 0:
         shown = "; ".join(unreadable[:3])
         raise EvaluationError(f"none of the {len(pairs)} pair(s) could be read: {shown}")
@@ -177,13 +215,10 @@ def evaluate_pairs(
 def evaluate_folders(
     pred_dir: str | os.PathLike,
     gt_dir: str | os.PathLike,
-    metrics: Sequence[str] | None = None,
-    device: torch.device | str = "cpu",
-    batch_size: int = 16,
-    workers: int = 4,
-    progress: bool = True,
+    settings: EvaluationSettings | None = None,
 ) -> dict[str, Any]:
-    """Pair the files of two folders (:func:`pair_files`) and score them (:func:`evaluate_pairs`).
+    """Pair the files of two folders (:func:`pair_files`) and score them (:func:`evaluate_pairs`
+    with ``settings``; default: all metrics, on the CPU).
 
     Returns the JSON-ready result: every metric (in :class:`SODMetrics` order), ``num_pairs``,
     ``missing_predictions`` (GT files without a prediction), ``unmatched_predictions``
@@ -198,7 +233,7 @@ def evaluate_folders(
             f"({len(missing)} GT files, e.g. {missing[0]!r}; {len(unmatched)} predictions, e.g. "
             f"{unmatched[0]!r}); files are paired by relative path without extension"
         )
-    result = evaluate_pairs(pairs, metrics, device, batch_size, workers, progress)
+    result = evaluate_pairs(pairs, settings)
     extras = ("num_pairs", "resized_predictions", "unreadable")
     return {
         **{name: value for name, value in result.items() if name not in extras},

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import cached_property
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -10,7 +12,12 @@ NUM_LEVELS = 256
 """Number of levels of an 8-bit map."""
 
 NUM_THRESHOLDS = 256
-"""Number of thresholds of the dynamic precision/recall/F curves."""
+"""Number of thresholds of the dynamic curves (F-measure, precision/recall, E-measure)."""
+
+EPS = 2.0**-52
+"""PySODMetrics' ``EPS = np.spacing(1)`` (``py_sod_metrics/utils.py``; MATLAB's ``eps``, equal to
+``np.finfo(np.float64).eps``): the guard added to the denominators of the S-measure, E-measure
+and weighted F-measure."""
 
 
 # PySODMetrics' adaptive threshold ``min(2 * np.mean(pred), 1)`` depends on the float64 rounding
@@ -100,18 +107,22 @@ def gt_to_mask(gt: torch.Tensor) -> torch.Tensor:
 class PreparedBatch:
     """A batch of 8-bit maps and masks, prepared once and shared by all accumulators.
 
-    Everything is derived from ``pred_uint8`` (BxHxW uint8) and ``gt`` (BxHxW bool, the
-    ``gt_uint8 > 128`` of PySODMetrics) and computed lazily on first access, on their device:
+    Built from ``pred_uint8`` (BxHxW uint8) and ``gt`` (BxHxW bool, the ``gt_uint8 > 128`` of
+    PySODMetrics); raises TypeError for other dtypes and ValueError for other shapes or an empty
+    batch. Everything else is a property computed on first access, on their device, and cached:
 
-    * ``pred``: the float64 map of PySODMetrics' ``prepare_data``: ``p = pred_uint8 / 255``,
-      stretched per image to ``(p - p.min()) / (p.max() - p.min())`` unless the map is constant;
-    * ``lut``: Bx256 float64, the prepared value of each 8-bit level (``pred`` is ``lut[u]``,
-      bit-identical to numpy's per-pixel computation);
-    * ``level_counts``: Bx2x256 int64, number of background (``[:, 0]``) and foreground
-      (``[:, 1]``) pixels at each 8-bit level.
+    * ``level_counts``: Bx2x256 int64, pixels of each ground-truth class at each 8-bit level;
+    * ``lut``: Bx256 float64, the prepared value of each 8-bit level (PySODMetrics' stretch);
+    * ``pred``: BxHxW float64, the prepared map itself (``lut[pred_uint8]``);
+    * ``mean``: B float64, the mean of ``pred`` rounded as ``np.mean`` where it matters;
+    * ``adaptive_selection`` / ``adaptive_counts``: the levels at or above each image's adaptive
+      threshold ``min(2 * mean, 1)`` and the pixels they hold, per ground-truth class;
+    * ``cumulative_counts``: Bx2x256 int64, the pixels at or above each of the 256 thresholds of
+      the dynamic curves, per ground-truth class.
 
-    Metrics that only depend on the value of each pixel (MAE, F-measure) work on the 256-level
-    histograms instead of the pixels; the others (S-measure, E-measure, weighted F) use ``pred``.
+    Metrics that only depend on the value of each pixel (MAE, F-measure, E-measure, binary) work
+    on these 256-level histograms instead of the pixels; the others (S-measure, weighted F) also
+    use ``pred`` or the masks.
     """
 
     def __init__(self, pred_uint8: torch.Tensor, gt: torch.Tensor) -> None:
@@ -129,67 +140,99 @@ class PreparedBatch:
         self.batch_size = int(gt.shape[0])
         self.num_pixels = int(gt.shape[1] * gt.shape[2])
         self.device = gt.device
-        self._cache: dict[str, torch.Tensor] = {}
 
-    @property
+    @cached_property
     def level_counts(self) -> torch.Tensor:
-        if "level_counts" not in self._cache:
-            # One bincount over (image, gt, level); int32 halves the memory traffic of the index.
-            index = self.gt.to(torch.int32) * NUM_LEVELS
-            index += self.pred_uint8
-            offsets = torch.arange(self.batch_size, dtype=torch.int32, device=self.device)
-            index += (offsets * (2 * NUM_LEVELS)).view(-1, 1, 1)
-            counts = torch.bincount(index.flatten(), minlength=self.batch_size * 2 * NUM_LEVELS)
-            self._cache["level_counts"] = counts.view(self.batch_size, 2, NUM_LEVELS)
-        return self._cache["level_counts"]
+        """Bx2x256 int64: background (``[:, 0]``) and foreground (``[:, 1]``) pixels at each
+        8-bit level."""
+        # One bincount over (image, gt, level); int32 halves the memory traffic of the index.
+        index = self.gt.to(torch.int32) * NUM_LEVELS
+        index += self.pred_uint8
+        offsets = torch.arange(self.batch_size, dtype=torch.int32, device=self.device)
+        index += (offsets * (2 * NUM_LEVELS)).view(-1, 1, 1)
+        counts = torch.bincount(index.flatten(), minlength=self.batch_size * 2 * NUM_LEVELS)
+        return counts.view(self.batch_size, 2, NUM_LEVELS)
 
-    @property
+    @cached_property
     def gt_count(self) -> torch.Tensor:
         """Foreground pixels per image (int64, B)."""
         return self.level_counts[:, 1].sum(dim=1)
 
-    @property
+    @cached_property
     def lut(self) -> torch.Tensor:
-        if "lut" not in self._cache:
-            present = self.level_counts.sum(dim=1) > 0  # B x 256
-            levels = torch.arange(NUM_LEVELS, device=self.device)
-            lowest = torch.where(present, levels, NUM_LEVELS).amin(dim=1)
-            highest = torch.where(present, levels, -1).amax(dim=1)
-            scaled = divide(levels.to(torch.float64), 255.0)  # exactly numpy's pred / 255
-            lo, hi = scaled[lowest][:, None], scaled[highest][:, None]
-            constant = hi == lo
-            # For constant maps (p - 0) / 1 == p exactly, so one expression covers both cases.
-            lo = torch.where(constant, 0.0, lo)
-            span = torch.where(constant, 1.0, hi - lo)
-            self._cache["lut"] = divide(scaled[None, :] - lo, span)
-        return self._cache["lut"]
+        """Bx256 float64: the value of each 8-bit level in PySODMetrics' prepared map,
+        ``p = level / 255`` stretched to ``(p - p.min()) / (p.max() - p.min())`` over the levels
+        present in the image (a constant map keeps ``level / 255``). ``lut[b, u]`` is
+        bit-identical to numpy's per-pixel computation; levels absent from the image may fall
+        outside ``[0, 1]``."""
+        present = self.level_counts.sum(dim=1) > 0  # B x 256
+        levels = torch.arange(NUM_LEVELS, device=self.device)
+        lowest = torch.where(present, levels, NUM_LEVELS).amin(dim=1)
+        highest = torch.where(present, levels, -1).amax(dim=1)
+        scaled = divide(levels.to(torch.float64), 255.0)  # exactly numpy's pred / 255
+        lo, hi = scaled[lowest][:, None], scaled[highest][:, None]
+        constant = hi == lo
+        # For constant maps (p - 0) / 1 == p exactly, so one expression covers both cases.
+        lo = torch.where(constant, 0.0, lo)
+        span = torch.where(constant, 1.0, hi - lo)
+        return divide(scaled[None, :] - lo, span)
 
-    @property
+    @cached_property
     def mean(self) -> torch.Tensor:
         """Per-image mean of ``pred`` (B float64), rounded as ``np.mean`` where it matters."""
-        if "mean" not in self._cache:
-            counts = self.level_counts.sum(dim=1)  # B x 256
-            lut = self.lut
-            mean = divide((counts.to(torch.float64) * lut).sum(dim=1), float(self.num_pixels))
-            # The rounding only matters (for the adaptive thresholds) when a level present in
-            # the image is (nearly) equal to 2 * mean; then the mean is recomputed exactly as
-            # PySODMetrics does. A zero mean (all-zero map) is exact in any summation order.
-            near = ((lut - 2.0 * mean[:, None]).abs() <= TIE_TOLERANCE) & (counts > 0)
-            for i in torch.nonzero(near.any(dim=1) & (mean > 0)).flatten().tolist():
-                mean[i] = float(np.mean(self.pred_image(i).cpu().numpy()))
-            self._cache["mean"] = mean
-        return self._cache["mean"]
+        counts = self.level_counts.sum(dim=1)  # B x 256
+        lut = self.lut
+        mean = divide((counts.to(torch.float64) * lut).sum(dim=1), float(self.num_pixels))
+        # The rounding only matters (for the adaptive thresholds) when a level present in the
+        # image is (nearly) equal to 2 * mean; then the mean is recomputed exactly as
+        # PySODMetrics does. A zero mean (all-zero map) is exact in any summation order.
+        near = ((lut - 2.0 * mean[:, None]).abs() <= TIE_TOLERANCE) & (counts > 0)
+        for i in torch.nonzero(near.any(dim=1) & (mean > 0)).flatten().tolist():
+            mean[i] = float(np.mean(self.pred_image(i).cpu().numpy()))
+        return mean
+
+    @cached_property
+    def adaptive_selection(self) -> torch.Tensor:
+        """Bx256 int64, 1 for the 8-bit levels at or above the image's adaptive threshold.
+
+        The threshold of PySODMetrics' adaptive F- and E-measure is ``min(2 * mean(pred), 1)``
+        (see :attr:`mean` for its rounding); binarising ``pred >= threshold`` selects whole
+        levels, those with ``lut >= threshold``.
+        """
+        threshold = (2.0 * self.mean).clamp(max=1.0)
+        return (self.lut >= threshold[:, None]).to(torch.int64)
+
+    @cached_property
+    def adaptive_counts(self) -> torch.Tensor:
+        """Bx2 int64: background (``[:, 0]``) and foreground (``[:, 1]``) pixels that the adaptive
+        threshold binarises as positive (see :attr:`adaptive_selection`)."""
+        return (self.level_counts * self.adaptive_selection[:, None, :]).sum(dim=2)
+
+    @cached_property
+    def cumulative_counts(self) -> torch.Tensor:
+        """Bx2x256 int64: ``[:, g, i]`` is the number of pixels of ground-truth class ``g``
+        (0: background, 1: foreground) with ``trunc(pred * 255) >= 255 - i``.
+
+        These are the positives of the 256 thresholds of PySODMetrics' dynamic curves, in its
+        order (index 0: threshold 255, index 255: threshold 0, every pixel): the histogram of
+        ``q = trunc(pred * 255)`` (numpy's ``astype(np.uint8)``), cumulated from bin 255 down.
+        """
+        counts = self.level_counts
+        # Levels outside the image's [min, max] have no pixels; clamp their bins into range.
+        bins = (self.lut * 255.0).to(torch.int64).clamp_(0, NUM_THRESHOLDS - 1)
+        bins = bins[:, None, :].expand_as(counts)
+        hist = torch.zeros_like(counts).scatter_add_(2, bins, counts)
+        return hist.flip(-1).cumsum(-1)
 
     def pred_image(self, index: int) -> torch.Tensor:
         """The float64 prepared map (HxW) of one image."""
         return self.lut[index][self.pred_uint8[index].to(torch.int64)]
 
-    @property
+    @cached_property
     def pred(self) -> torch.Tensor:
-        if "pred" not in self._cache:
-            flat = self.pred_uint8.reshape(self.batch_size, -1).to(torch.int64)
-            self._cache["pred"] = self.lut.gather(1, flat).view(self.pred_uint8.shape)
-        return self._cache["pred"]
+        """BxHxW float64: PySODMetrics' prepared map, ``lut[pred_uint8]`` image by image."""
+        flat = self.pred_uint8.reshape(self.batch_size, -1).to(torch.int64)
+        return self.lut.gather(1, flat).view(self.pred_uint8.shape)
 
 
 def prepare_batch(pred_uint8: torch.Tensor, gt_uint8: torch.Tensor) -> PreparedBatch:

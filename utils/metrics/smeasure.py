@@ -7,14 +7,11 @@ from typing import ClassVar
 import numpy as np
 import torch
 
-from utils.metrics.base import Accumulator
-from utils.metrics.prepare import NUM_LEVELS, PreparedBatch, divide
+from utils.metrics.base import MeanScoreAccumulator
+from utils.metrics.prepare import EPS, NUM_LEVELS, PreparedBatch, divide
 
 ALPHA = 0.5
 """Weight of the object term (``1 - ALPHA`` weighs the region term), PySODMetrics' ``alpha``."""
-
-EPS = 2.0**-52
-"""PySODMetrics' ``EPS = np.spacing(1)`` (MATLAB's ``eps``)."""
 
 
 def _object_similarity(counts: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
@@ -32,7 +29,7 @@ def _object_similarity(counts: torch.Tensor, values: torch.Tensor) -> torch.Tens
     return 2.0 * mean / (mean * mean + 1.0 + std + EPS)
 
 
-class SmeasureAccumulator(Accumulator):
+class SmeasureAccumulator(MeanScoreAccumulator):
     """S-measure: mean over images of ``max(0, alpha * object + (1 - alpha) * region)``.
 
     Per image, as PySODMetrics' ``Smeasure`` (``alpha = 0.5``):
@@ -69,13 +66,6 @@ class SmeasureAccumulator(Accumulator):
     def __init__(self, device: torch.device | str = "cpu", alpha: float = ALPHA) -> None:
         self.alpha = float(alpha)
         super().__init__(device)
-
-    def _init_state(self) -> None:
-        self.sm_sum = self._zeros()
-        self.count = self._zeros()
-
-    def state_tensors(self) -> list[torch.Tensor]:
-        return [self.sm_sum, self.count]
 
     # ----------------------------------------------------------------------------------------
     # Region term
@@ -190,7 +180,7 @@ class SmeasureAccumulator(Accumulator):
             uniform[i, q] = float(mean == float(value[i, q]))
 
     # ----------------------------------------------------------------------------------------
-    # Accumulation
+    # Per-image score
     # ----------------------------------------------------------------------------------------
 
     def scores(self, batch: PreparedBatch) -> torch.Tensor:
@@ -209,11 +199,3 @@ class SmeasureAccumulator(Accumulator):
         sm = combined.clamp(min=0.0)
         sm = torch.where(gt_count == batch.num_pixels, mean_pred, sm)
         return torch.where(gt_count == 0, 1.0 - mean_pred, sm)
-
-    def update(self, batch: PreparedBatch) -> None:
-        self.sm_sum += self.scores(batch).sum().to(self.device)
-        self.count += batch.batch_size
-
-    def compute(self) -> dict[str, float]:
-        self._check_not_empty()
-        return {"Sm": (self.sm_sum / self.count).item()}

@@ -48,7 +48,9 @@ class SODMetrics:
     ``update(pred, gt)`` accepts a batch in either form (numpy arrays or tensors):
 
     * 8-bit maps as read from PNG files: ``pred`` uint8 and ``gt`` uint8, HxW or BxHxW (or
-      Bx1xHxW); the result equals PySODMetrics ``MAE``/``Fmeasure`` fed the same images;
+      Bx1xHxW); the result equals PySODMetrics' ``MAE``, ``Fmeasure``, ``WeightedFmeasure``,
+      ``Smeasure`` and ``Emeasure`` fed the same images (up to float64 summation order, and
+      where the class of each family documents a difference);
     * model outputs: ``pred`` float probabilities in [0, 1], Bx1xHxW or BxHxW, quantised with
       :func:`prob_to_uint8` (``clamp(round(p * 255), 0, 255)``, the rule of our saved PNG maps);
       a float ``gt`` in [0, 1] (``mask_uint8 / 255``) is recovered as ``round(gt * 255)``, a bool
@@ -57,15 +59,15 @@ class SODMetrics:
     If a prediction's HxW differs from its ground truth's, the prediction is resized to the gt
     size before quantisation/scoring: bilinear, ``align_corners=False``, in float64, applied to
     the probability (float input) or to the 0..255 values of the uint8 map (then rounded half to
-    even and clamped to uint8). ``pred`` and ``gt`` may also be equal-length lists of single
-    images (HxW) of different sizes.
+    even and clamped to uint8). ``pred`` and ``gt`` may also be equal-length lists of images
+    (or batches) in those forms, of different sizes: the items of equal size are scored as one
+    batch (a single image or batch is the list of one item).
 
     Computation runs on the device of the input tensors (numpy inputs go to ``device``); the
     state lives on ``device``.
     """
 
     HIGHER_IS_BETTER: dict[str, bool] = HIGHER_IS_BETTER
-    METRIC_NAMES: tuple[str, ...] = METRIC_NAMES
 
     def __init__(
         self, device: torch.device | str = "cpu", metrics: Sequence[str] | None = None
@@ -110,35 +112,37 @@ class SODMetrics:
 
     @torch.no_grad()
     def update(self, pred: Any, gt: Any) -> None:
-        """Add a batch of predictions and ground truths (see the class docstring for formats)."""
+        """Add a batch of predictions and ground truths (see the class docstring for formats).
+
+        Raises ValueError for unequal list lengths or batch sizes and for unsupported shapes,
+        TypeError for unsupported types or dtypes.
+        """
         if isinstance(pred, Sequence) and not isinstance(pred, str | bytes):
-            self._update_list(pred, gt)
-            return
+            if len(pred) != len(gt):
+                raise ValueError(f"got {len(pred)} predictions and {len(gt)} ground truths")
+            pairs = list(zip(pred, gt, strict=True))
+        else:
+            pairs = [(pred, gt)]
+        groups: dict[tuple[Any, ...], tuple[list[torch.Tensor], list[torch.Tensor]]] = {}
+        for pred_item, gt_item in pairs:
+            pred_u8, mask = self._to_uint8_and_mask(pred_item, gt_item)
+            if mask.shape[0] == 0:
+                continue
+            preds, masks = groups.setdefault((*mask.shape[1:], mask.device), ([], []))
+            preds.append(pred_u8)
+            masks.append(mask)
+        for preds, masks in groups.values():
+            self._update_prepared(PreparedBatch(torch.cat(preds), torch.cat(masks)))
+
+    def _to_uint8_and_mask(self, pred: Any, gt: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        """One batch (or image) in any accepted format to the BxHxW uint8 map and bool mask, the
+        map resized to the mask's size, both on the prediction's device."""
         pred_t = as_bhw(as_tensor(pred, self.device), "pred")
         gt_t = as_bhw(as_tensor(gt, self.device), "gt").to(pred_t.device)
         if pred_t.shape[0] != gt_t.shape[0]:
             raise ValueError(f"batch size mismatch: pred {pred_t.shape[0]}, gt {gt_t.shape[0]}")
-        if pred_t.shape[0] == 0:
-            return
         mask = gt_to_mask(gt_t)
-        pred_u8 = pred_to_uint8(pred_t, (int(mask.shape[1]), int(mask.shape[2])))
-        self._update_prepared(PreparedBatch(pred_u8, mask))
-
-    def _update_list(self, preds: Sequence[Any], gts: Sequence[Any]) -> None:
-        if len(preds) != len(gts):
-            raise ValueError(f"got {len(preds)} predictions and {len(gts)} ground truths")
-        groups: dict[tuple[Any, ...], tuple[list[torch.Tensor], list[torch.Tensor]]] = {}
-        for pred, gt in zip(preds, gts, strict=True):
-            pred_t = as_bhw(as_tensor(pred, self.device), "pred")
-            gt_t = as_bhw(as_tensor(gt, self.device), "gt").to(pred_t.device)
-            mask = gt_to_mask(gt_t)
-            pred_u8 = pred_to_uint8(pred_t, (int(mask.shape[1]), int(mask.shape[2])))
-            key = (*mask.shape[1:], mask.device)
-            groups.setdefault(key, ([], []))
-            groups[key][0].append(pred_u8)
-            groups[key][1].append(mask)
-        for pred_list, mask_list in groups.values():
-            self._update_prepared(PreparedBatch(torch.cat(pred_list), torch.cat(mask_list)))
+        return pred_to_uint8(pred_t, (int(mask.shape[1]), int(mask.shape[2]))), mask
 
     def _update_prepared(self, batch: PreparedBatch) -> None:
         """Feed a prepared batch to every accumulator (the shared preparation is done once)."""
@@ -146,7 +150,8 @@ class SODMetrics:
             acc.update(batch)
 
     def compute(self) -> dict[str, float]:
-        """``{"MAE", "maxF", "meanF", "adpF"}`` over all images; RuntimeError if there are none."""
+        """The metrics ``self.names`` (name to value, in :data:`METRIC_NAMES` order) over all
+        images; raises RuntimeError if there are none."""
         if self.num_images == 0:
             raise RuntimeError("SODMetrics.compute(): no images accumulated (call update() first)")
         results: dict[str, float] = {}

@@ -13,7 +13,7 @@ float64 map and ``gt`` the boolean mask:
   ``B = 2 - exp(log(0.5) / 5 * D)`` on the background, 1 on the foreground;
 * ``TPw = #gt - sum(Ew[gt])``, ``FPw = sum(Ew[~gt])``, ``R = 1 - mean(Ew[gt])``,
   ``P = TPw / (TPw + FPw + eps)`` and ``wF = (1 + beta) * R * P / (R + beta * P + eps)`` with
-  ``eps = np.finfo(np.float64).eps``.
+  ``eps = np.spacing(1)`` (:data:`utils.metrics.prepare.EPS`).
 
 An image without foreground scores 0 (as the reference). Otherwise no NaN can arise (neither
 here nor in the reference): ``Ew <= 1`` on the foreground, so ``R >= 0`` and ``TPw >= 0``, and
@@ -35,14 +35,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from utils.metrics.base import Accumulator
-from utils.metrics.prepare import PreparedBatch, divide
+from utils.metrics.base import MeanScoreAccumulator
+from utils.metrics.prepare import EPS, PreparedBatch, divide
 
 WF_BETA = 1.0
 """``beta`` of the weighted F-measure (PySODMetrics' default: recall and precision equal)."""
-
-EPS = float(np.finfo(np.float64).eps)
-"""The ``eps`` of the precision and F denominators (MATLAB's ``eps``)."""
 
 GAUSSIAN_SIZE = 7
 GAUSSIAN_SIGMA = 5.0
@@ -188,8 +185,11 @@ def gaussian_kernel(
     return torch.from_numpy(kernel).to(device)
 
 
-def _filter(image: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
+def gaussian_filter(image: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
     """Correlate BxHxW float64 images with a symmetric Gaussian kernel, zero padding.
+
+    ``kernel``: float64 size x size (odd size, on the images' device), e.g. :func:`gaussian_kernel`.
+    Returns BxHxW float64.
 
     On CUDA this is ``F.conv2d``. On CPU, where float64 ``conv2d`` is slow, the kernel is applied
     as its two 1-D factors (``kernel.sum(1)``; a Gaussian is their outer product), shifted image
@@ -225,7 +225,7 @@ def weighted_fmeasure(
     distance, index_y, index_x = foreground_edt(gt, method=method)
     nearest = (index_y * width + index_x).view(batch, -1)
     error_t = error.view(batch, -1).gather(1, nearest).view_as(error)
-    smoothed = _filter(error_t, gaussian_kernel(device=pred.device))
+    smoothed = gaussian_filter(error_t, gaussian_kernel(device=pred.device))
     # MIN_E_EA is EA where gt & (EA < E), E elsewhere: min(EA, E) on the foreground.
     weighted = torch.where(gt, torch.minimum(smoothed, error), error)
     # Ew = MIN_E_EA * B with B = 2 - exp(log(0.5) / 5 * D) on the background. On the foreground
@@ -242,7 +242,7 @@ def weighted_fmeasure(
     return torch.where(fg_count > 0, score, 0.0)
 
 
-class WeightedFAccumulator(Accumulator):
+class WeightedFAccumulator(MeanScoreAccumulator):
     """Weighted F-measure ``wF`` (``beta = 1``): mean over images of the per-image scores.
 
     See the module docstring for the definition; images without foreground score 0 and no image
@@ -251,18 +251,6 @@ class WeightedFAccumulator(Accumulator):
 
     HIGHER_IS_BETTER: ClassVar[dict[str, bool]] = {"wF": True}
 
-    def _init_state(self) -> None:
-        self.wf_sum = self._zeros()
-        self.count = self._zeros()
-
-    def state_tensors(self) -> list[torch.Tensor]:
-        return [self.wf_sum, self.count]
-
-    def update(self, batch: PreparedBatch) -> None:
-        scores = weighted_fmeasure(batch.pred, batch.gt)
-        self.wf_sum += scores.sum().to(self.device)
-        self.count += batch.batch_size
-
-    def compute(self) -> dict[str, float]:
-        self._check_not_empty()
-        return {"wF": (self.wf_sum / self.count).item()}
+    def scores(self, batch: PreparedBatch) -> torch.Tensor:
+        """Per-image weighted F (B, float64), see :func:`weighted_fmeasure`."""
+        return weighted_fmeasure(batch.pred, batch.gt)
