@@ -1,42 +1,54 @@
 """Time PySODMetrics (one image at a time) against ``SODMetrics`` (batches of 16).
 
-``python bench/metrics.py [--images N] [--size 320] [--device cpu]`` scores N synthetic uint8
-prediction / mask pairs (smooth blobs with noise) with both, prints ms/image and the ratio, and
-the max abs difference of every metric both compute (a sanity line; expect ~1e-12 or less).
+``python -m bench.metrics [--images N] [--size 320] [--device cpu] [--threads N]`` scores N
+synthetic uint8 prediction / mask pairs with both, prints ms/image and the ratio, and the max abs
+difference of every metric both compute (a sanity line; expect ~1e-12 or less). The masks are
+``bench.common.synthetic_image`` masks (seeded: 1-3 discs of radius 5-25 % of the side, 0/255);
+each prediction is a noisy soft map around its mask, ``sigmoid(40 d + N(0, 1))`` with ``d`` the
+signed distance to the mask's border in units of the side (positive inside), rounded to uint8.
+``SODMetrics`` is warmed up on one batch, then timed from its construction to ``compute()``
+(``bench.common.measure``: synchronised on a GPU); PySODMetrics is timed per metric family,
+``step`` by ``step``.
 """
 
 from __future__ import annotations
 
-import argparse
-import sys
 import time
 import warnings
-from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
+from bench.common import (
+    Scene,
+    add_device_options,
+    argument_parser,
+    measure,
+    set_up,
+    synthetic_image,
+)
 from utils.metrics import METRIC_NAMES, SODMetrics
 
 BATCH = 16
+SHARPNESS = 40  # slope of the soft maps per unit of signed distance (image sides)
+
+
+def soft_prediction(mask: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A noisy uint8 probability map of ``mask``: ``sigmoid(SHARPNESS d + N(0, 1))``."""
+    inside = cv2.distanceTransform(mask, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+    outside = cv2.distanceTransform(255 - mask, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+    signed = (inside - outside) / max(mask.shape)
+    prob = 1 / (1 + np.exp(-(signed * SHARPNESS + rng.normal(0, 1, mask.shape))))
+    return np.rint(prob * 255).astype(np.uint8)
 
 
 def synthetic(count: int, size: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """``count`` uint8 maps and 0/255 masks of ``size`` x ``size``: 1-3 blobs, noisy soft maps."""
+    """``count`` uint8 soft maps and 0/255 masks of ``size`` x ``size`` (1-3 discs each)."""
     rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[:size, :size] / size
-    preds = np.empty((count, size, size), np.uint8)
-    gts = np.empty((count, size, size), np.uint8)
-    for i in range(count):
-        field = np.zeros((size, size))
-        for _ in range(rng.integers(1, 4)):
-            cy, cx, r = rng.uniform(0.2, 0.8), rng.uniform(0.2, 0.8), rng.uniform(0.05, 0.25)
-            field = np.maximum(field, r - np.hypot(yy - cy, xx - cx))
-        gts[i] = np.where(field > 0, 255, 0)
-        prob = 1 / (1 + np.exp(-(field * 40 + rng.normal(0, 1, (size, size)))))
-        preds[i] = np.rint(prob * 255)
+    scene = Scene(field=(2, 2), shapes=(1, 3), radius=(0.05 * size, 0.25 * size), noise=0)
+    gts = np.stack([synthetic_image(size, size, scene, rng)[1] for _ in range(count)])
+    preds = np.stack([soft_prediction(gt, rng) for gt in gts])
     return preds, gts
 
 
@@ -80,43 +92,35 @@ def run_pysod(
     }
 
 
-def run_ours(preds: np.ndarray, gts: np.ndarray, device: str) -> tuple[float, dict[str, float]]:
+def run_ours(
+    preds: np.ndarray, gts: np.ndarray, device: torch.device
+) -> tuple[float, dict[str, float]]:
     """Seconds and results of SODMetrics (every metric it knows), batches of ``BATCH``."""
     pred_t, gt_t = torch.from_numpy(preds).to(device), torch.from_numpy(gts).to(device)
     SODMetrics(device).update(pred_t[:BATCH], gt_t[:BATCH])  # warm-up
-    sync = torch.cuda.synchronize if pred_t.is_cuda else lambda: None
-    sync()
-    start = time.perf_counter()
-    metrics = SODMetrics(device)
-    for i in range(0, len(preds), BATCH):
-        metrics.update(pred_t[i : i + BATCH], gt_t[i : i + BATCH])
-    results = metrics.compute()
-    sync()
-    return time.perf_counter() - start, results
+    results: dict[str, float] = {}
+
+    def score(_: int) -> int:
+        metrics = SODMetrics(device)
+        for i in range(0, len(preds), BATCH):
+            metrics.update(pred_t[i : i + BATCH], gt_t[i : i + BATCH])
+        results.update(metrics.compute())
+        return len(preds)
+
+    return measure("SODMetrics", score, device=device).seconds, results
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--images", type=int, default=100, help="number of pairs (default 100)")
-    parser.add_argument("--size", type=int, default=320, help="image side (default 320)")
-    parser.add_argument("--device", default="cpu", help="device of SODMetrics (default cpu)")
-    args = parser.parse_args()
-
-    preds, gts = synthetic(args.images, args.size)
-    print(
-        f"{args.images} pairs of {args.size}x{args.size}, torch threads {torch.get_num_threads()}"
-    )
-    ours_s, ours = run_ours(preds, gts, args.device)
-    ms_ours = 1000 * ours_s / args.images
-    print(f"SODMetrics ({', '.join(METRIC_NAMES)}), batch {BATCH}: {ms_ours:.2f} ms/image")
-    reference = run_pysod(preds, gts)
-    if reference is None:
-        print("PySODMetrics is not installed (pip install pysodmetrics): skipped")
-        return
+def report(
+    ms_ours: float,
+    reference: dict[str, tuple[float, dict[str, float]]],
+    images: int,
+    ours: dict[str, float],
+) -> None:
+    """Print PySODMetrics' ms/image, the speed-ups and the abs differences of shared metrics."""
     ref = {name: value for _, values in reference.values() for name, value in values.items()}
-    ms_ref = 1000 * sum(sec for sec, _ in reference.values()) / args.images
+    ms_ref = 1000 * sum(sec for sec, _ in reference.values()) / images
     shared = [family for family, (_, values) in reference.items() if set(values) & set(ours)]
-    ms_shared = 1000 * sum(reference[family][0] for family in shared) / args.images
+    ms_shared = 1000 * sum(reference[family][0] for family in shared) / images
     print(f"PySODMetrics ({', '.join(reference)}), one image at a time: {ms_ref:.2f} ms/image")
     print(
         f"speed-up: {ms_shared / ms_ours:.1f}x over the same families ({', '.join(shared)}: "
@@ -124,6 +128,28 @@ def main() -> None:
     )
     diffs = {name: abs(ours[name] - ref[name]) for name in ours if name in ref}
     print("abs difference: " + ", ".join(f"{n} {d:.1e}" for n, d in diffs.items()))
+
+
+def main() -> None:
+    parser = argument_parser(__doc__)
+    parser.add_argument("--images", type=int, default=100, help="number of pairs (default 100)")
+    parser.add_argument("--size", type=int, default=320, help="image side (default 320)")
+    add_device_options(parser, default="cpu")
+    args = parser.parse_args()
+    device, _ = set_up(args, keep_freed=False)
+
+    preds, gts = synthetic(args.images, args.size)
+    print(
+        f"{args.images} pairs of {args.size}x{args.size}, torch threads {torch.get_num_threads()}"
+    )
+    ours_s, ours = run_ours(preds, gts, device)
+    ms_ours = 1000 * ours_s / args.images
+    print(f"SODMetrics ({', '.join(METRIC_NAMES)}), batch {BATCH}: {ms_ours:.2f} ms/image")
+    reference = run_pysod(preds, gts)
+    if reference is None:
+        print("PySODMetrics is not installed (pip install pysodmetrics): skipped")
+        return
+    report(ms_ours, reference, args.images, ours)
 
 
 if __name__ == "__main__":

@@ -1,12 +1,13 @@
 """Windows per second sampled from a large tile, uncompressed and LZW TIFF: ``TileReader`` and the
 real training dataset against decoding the whole tile for every sample.
 
-``python bench/tile_sampling.py [--size 5000] [--crop 512] [--windows 200] [--baseline-windows 20]
-[--cache-tiles 2] [--seed 0]`` writes one synthetic aerial-looking ``size`` x ``size`` RGB tile
-(seeded: smooth colour field, roads, rotated rectangular buildings, pixel noise) and its 0/255
-building mask to a temporary folder twice, as uncompressed TIFF and as LZW TIFF (OpenCV), and
-prints their sizes and write times. Then, per file, ``crop`` x ``crop`` windows (image and mask)
-are read three ways, in this process:
+``python -m bench.tile_sampling [--size 5000] [--crop 512] [--windows 200]
+[--baseline-windows 20] [--cache-tiles 2] [--seed 0]`` writes one synthetic aerial-looking
+``size`` x ``size`` RGB tile (``bench.common.synthetic_image``, seeded: smooth greenish colour
+field, grey roads, rotated rectangular buildings, pixel noise) and its 0/255 building mask to a
+temporary folder twice, as uncompressed TIFF and as LZW TIFF (OpenCV), and prints their sizes
+and write times. Then, per file, ``crop`` x ``crop`` windows (image and mask) are read three
+ways, in this process:
 
 - (a) ours: ``dataloaders.tiles.TileReader(cache_tiles)`` (a fresh one per file), ``--windows``
   windows at positions drawn uniformly from ``default_rng(seed)``;
@@ -19,11 +20,12 @@ are read three ways, in this process:
   ``gt/``, reading ``dataset[(i, 0, 1)]``: the full per-sample cost (building-biased positions,
   flips and rot90, float32 normalisation, tensors); its positions are its own.
 
-How to read the table: ``first (ms)`` is the latency of the first sample of a row (for (a) and (c)
-on the LZW file it includes decoding the whole tile once, which then stays in the cache; for (c)
-also the building map computed from the whole mask); ``win/s`` and ``ms/win`` are the steady
-rate over the other samples; ``all ms/win`` is the mean over every sample, first included (so it
-depends on the number of samples). The ratios are (a)/(b) and (c)/(b) of win/s per file.
+Each row is timed by ``bench.common.measure``, the first sample apart. How to read the table:
+``first (ms)`` is the latency of the first sample of a row (for (a) and (c) on the LZW file it
+includes decoding the whole tile once, which then stays in the cache; for (c) also the building
+map computed from the whole mask); ``win/s`` and ``ms/win`` are the steady rate over the other
+samples; ``all ms/win`` is the mean over every sample, first included (so it depends on the
+number of samples). The ratios are (a)/(b) and (c)/(b) of win/s per file.
 
 Caveats. The uncompressed file is memory-mapped (the ``path`` line says which way each file is
 read) and was just written, so it is in the OS page cache: these rates are warm-cache rates; a
@@ -38,55 +40,41 @@ baseline (one decode per window). For huge tiles, store them as uncompressed TIF
 from __future__ import annotations
 
 import argparse
-import gc
 import os
 import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
+from bench.common import MIB, Row, Scene, argument_parser, measure, synthetic_image
 from dataloaders.buildings import InriaBuildingDataset
 from dataloaders.tiles import TileReader
 from utils.io.images import read_image, read_mask
 
-MIB = 2**20
 FORMATS = {"uncompressed": 1, "LZW": 5}  # cv2.IMWRITE_TIFF_COMPRESSION values
 
 
 def aerial_tile(size: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """A ``size`` x ``size`` uint8 RGB tile that looks vaguely aerial, and its 0/255 mask."""
-    rng = np.random.default_rng(seed)
-    ground = rng.integers(60, 170, (16, 16, 3)).astype(np.float32)
-    ground[..., 1] += 20  # greenish fields and parks
-    tile = cv2.resize(np.clip(ground, 0, 255).astype(np.uint8), (size, size), cv2.INTER_CUBIC)
-    mask = np.zeros((size, size), np.uint8)
-    road = max(3, size // 300)
-    for _ in range(max(2, size // 500)):  # roads: horizontal and vertical grey bands
-        grey = tuple(int(v) for v in rng.integers(90, 140) + rng.integers(-5, 6, 3))
-        at = int(rng.integers(0, size))
-        if rng.random() < 0.5:
-            cv2.rectangle(tile, (0, at), (size, at + road), grey, -1)
-        else:
-            cv2.rectangle(tile, (at, 0), (at + road, size), grey, -1)
-    for _ in range(max(4, (size // 120) ** 2)):  # buildings: rotated rectangles, roof colours
-        centre = tuple(float(v) for v in rng.uniform(0, size, 2))
-        sides = tuple(float(v) for v in rng.uniform(12, 60, 2))
-        corners = cv2.boxPoints((centre, sides, float(rng.uniform(0, 90)))).astype(np.int32)
-        roof = tuple(int(v) for v in rng.integers(40, 230, 3))
-        cv2.fillPoly(tile, [corners], roof)
-        cv2.fillPoly(mask, [corners], 255)
-    for row in range(0, size, 512):  # sensor noise, in slices to keep temporaries small
-        block = tile[row : row + 512].astype(np.int16)
-        block += rng.integers(-4, 5, block.shape, dtype=np.int16)
-        tile[row : row + 512] = np.clip(block, 0, 255)
-    return tile, mask
+    """A ``size`` x ``size`` uint8 RGB tile that looks vaguely aerial, and its 0/255 mask:
+    greenish fields, grey roads (not in the mask), buildings as rotated rectangles (sides 5 to
+    60 pixels, roof colours) and weak sensor noise."""
+    buildings = max(4, (size // 120) ** 2)
+    scene = Scene(
+        field=(16, 16),
+        colours=(60, 170),
+        green=20,
+        roads=max(2, size // 500),
+        road=max(3, size // 300),
+        shapes=(buildings, buildings),
+        radius=(6, 30),
+        boxes=1.0,
+        noise=4,
+    )
+    return synthetic_image(size, size, scene, np.random.default_rng(seed))
 
 
 def write_tiles(folder: Path, size: int, seed: int) -> dict[str, tuple[Path, Path]]:
@@ -126,40 +114,19 @@ def inria_root(folder: Path, image: Path, mask: Path) -> Path:
     return folder
 
 
-@dataclass
-class Row:
-    """One way of sampling windows of one file."""
+def sample_row(file: str, method: str, samples: int, sample: Callable[[int], object]) -> Row:
+    """Time ``sample(i)`` for ``i`` in ``range(samples)``, the first one apart; print the row."""
 
-    file: str
-    method: str
-    samples: int
-    first: float  # seconds of the first sample
-    rest: float  # seconds of the other samples
-
-    @property
-    def rate(self) -> float:
-        """Steady windows per second (first sample excluded)."""
-        return (self.samples - 1) / self.rest
-
-    def cells(self) -> str:
-        return (
-            f"{self.file:<13} {self.method:<38} {self.samples:>7} {self.first * 1000:>10.1f} "
-            f"{self.rate:>8.1f} {1000 / self.rate:>8.2f} "
-            f"{(self.first + self.rest) * 1000 / self.samples:>11.2f}"
-        )
-
-
-def measure(file: str, method: str, samples: int, sample: Callable[[int], object]) -> Row:
-    """Time ``sample(i)`` for ``i`` in ``range(samples)``: the first one apart."""
-    gc.collect()
-    start = time.perf_counter()
-    sample(0)
-    first = time.perf_counter() - start
-    start = time.perf_counter()
-    for i in range(1, samples):
+    def one(i: int) -> None:
         sample(i)
-    row = Row(file, method, samples, first, time.perf_counter() - start)
-    print(row.cells(), flush=True)
+
+    row = measure(method, one, samples, first_apart=True)
+    assert row.first is not None
+    print(
+        f"{file:<13} {row.name:<38} {row.calls:>7} {row.first * 1000:>10.1f} "
+        f"{row.steady:>8.1f} {1000 / row.steady:>8.2f} {row.per_call * 1000:>11.2f}",
+        flush=True,
+    )
     return row
 
 
@@ -179,7 +146,7 @@ def rows_ours(
         if i < args.baseline_windows:
             kept.append((image, mask))
 
-    row = measure(name, "(a) ours: TileReader", args.windows, ours)
+    row = sample_row(name, "(a) ours: TileReader", args.windows, ours)
     mapped = all(
         isinstance(reader.array(path, mask), np.memmap)  # after the clock stopped
         for path, mask in ((image_file, False), (mask_file, True))
@@ -209,7 +176,8 @@ def sample_file(
         mask = np.array(read_mask(mask_file)[y : y + crop, x : x + crop])
         same &= np.array_equal(image, kept[i][0]) and np.array_equal(mask, kept[i][1])
 
-    rows.append(measure(name, "(b) baseline: decode whole tile", args.baseline_windows, baseline))
+    method = "(b) baseline: decode whole tile"
+    rows.append(sample_row(name, method, args.baseline_windows, baseline))
     kept.clear()
     dataset = InriaBuildingDataset(
         str(root),
@@ -219,12 +187,13 @@ def sample_file(
         cache_tiles=args.cache_tiles,
     )
     method = "(c) ours: InriaBuildingDataset[(i,0,1)]"
-    rows.append(measure(name, method, args.windows, lambda i: dataset[(i, 0, 1)]))
+    rows.append(sample_row(name, method, args.windows, lambda i: dataset[(i, 0, 1)]))
     return rows, same, mapped
 
 
 def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    """The command line, checked."""
+    parser = argument_parser(__doc__)
     parser.add_argument("--size", type=int, default=5000, help="tile side (default 5000)")
     parser.add_argument("--crop", type=int, default=512, help="window side (default 512)")
     parser.add_argument(
@@ -250,51 +219,60 @@ def parse_args() -> argparse.Namespace:
     return args
 
 
+def print_table_header(crop: int) -> None:
+    """The notes and the column titles of the table."""
+    print(
+        "the files were just written, so they are in the OS page cache: the memory-mapped "
+        "rates are warm-cache rates"
+    )
+    print(
+        f"\n{crop}x{crop} windows (image + mask); first = first sample, win/s and ms/win = "
+        "steady (first excluded), all = mean incl. first"
+    )
+    print(
+        f"{'file':<13} {'method':<38} {'samples':>7} {'first (ms)':>10} {'win/s':>8} "
+        f"{'ms/win':>8} {'all ms/win':>11}"
+    )
+
+
+def summary(rows: dict[str, list[Row]], same: bool, mapped: dict[str, bool]) -> None:
+    """The identity check, the path each file took and the ratios per file."""
+    print(f"\nwindows of (a) identical to the whole-tile decode of (b): {'yes' if same else 'NO'}")
+    for name in rows:
+        how = "memory-mapped" if mapped[name] else "decoded once, then cached"
+        print(f"path: TileReader read the {name} file {how}")
+    for name, (a, b, c) in rows.items():
+        assert a.first is not None
+        print(
+            f"{name}: (a)/(b) {a.steady / b.steady:.1f}x, (c)/(b) {c.steady / b.steady:.1f}x "
+            f"(steady win/s); first sample of (a) {a.first * 1000:.0f} ms vs "
+            f"{1000 / b.steady:.0f} ms per baseline sample"
+        )
+
+
 def main() -> None:
+    """Write the files, sample each of them three ways and print the ratios."""
     args = parse_args()
-    crop = args.crop
     print(
         f"{os.cpu_count()} CPUs, numpy {np.__version__}, OpenCV {cv2.__version__} "
         f"({cv2.getNumThreads()} threads); one process, no DataLoader"
     )
     positions = np.random.default_rng(args.seed).integers(
-        0, args.size - crop + 1, (args.windows, 2)
+        0, args.size - args.crop + 1, (args.windows, 2)
     )
-    rows: list[Row] = []
+    rows: dict[str, list[Row]] = {}
+    same, mapped = True, {}
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         paths = write_tiles(folder, args.size, args.seed)
-        print(
-            "the files were just written, so they are in the OS page cache: the memory-mapped "
-            "rates are warm-cache rates"
-        )
-        print(
-            f"\n{crop}x{crop} windows (image + mask); first = first sample, win/s and ms/win = "
-            "steady (first excluded), all = mean incl. first"
-        )
-        print(
-            f"{'file':<13} {'method':<38} {'samples':>7} {'first (ms)':>10} {'win/s':>8} "
-            f"{'ms/win':>8} {'all ms/win':>11}"
-        )
-        same, mapped = True, {}
+        print_table_header(args.crop)
         for name, (image_path, mask_path) in paths.items():
             root = inria_root(folder / f"inria_{name}", image_path, mask_path)
-            file_rows, file_same, mapped[name] = sample_file(
+            rows[name], file_same, mapped[name] = sample_file(
                 name, image_path, mask_path, root, positions, args
             )
-            rows += file_rows
             same &= file_same
-    print(f"\nwindows of (a) identical to the whole-tile decode of (b): {'yes' if same else 'NO'}")
-    for name in paths:
-        how = "memory-mapped" if mapped[name] else "decoded once, then cached"
-        print(f"path: TileReader read the {name} file {how}")
-    for name in paths:
-        a, b, c = (row for row in rows if row.file == name)
-        print(
-            f"{name}: (a)/(b) {a.rate / b.rate:.1f}x, (c)/(b) {c.rate / b.rate:.1f}x (steady "
-            f"win/s); first sample of (a) {a.first * 1000:.0f} ms vs {1000 / b.rate:.0f} ms per "
-            "baseline sample"
-        )
+    summary(rows, same, mapped)
 
 
 if __name__ == "__main__":

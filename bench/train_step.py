@@ -1,15 +1,16 @@
 """Training throughput: U2Net optimisation steps in several configurations, and data loading.
 
-``python bench/train_step.py [--variants lite full] [--batch-size N] [--steps N] [--warmup N]
+``python -m bench.train_step [--variants lite full] [--batch-size N] [--steps N] [--warmup N]
 [--images 64] [--workers 2] [--skip-data] [--device auto] [--threads N]``
 
 Model rows (one block per variant, ``u2net_lite`` and ``u2net_full``): a randomly initialised U2Net
 (``torch.manual_seed(0)``, train mode), AdamW (lr 1e-3) and ``DeepSupervisionLoss("bce")`` run
 ``utils.training.train_step.TrainStep``, the trainer's own per-iteration step, on one fixed batch of
-``--batch-size`` x3x288x288 normalised-looking inputs (``randn``) and random binary masks, created
-once on the device, so the rows time the step alone (no data loading). Each configuration gets a
-fresh model and optimizer, runs ``--warmup`` untimed steps and then ``--steps`` timed ones
-(``torch.cuda.synchronize`` before and after on a GPU). Configurations:
+``--batch-size`` x3x288x288 normalised-looking inputs (``randn``) and random binary masks
+(seeded, the same for every row), created on the device before the clock starts, so the rows
+time the step alone (no data loading). Each configuration gets a fresh model and optimizer, runs
+``--warmup`` untimed steps and then ``--steps`` timed ones (``bench.common.measure``:
+``torch.cuda.synchronize`` before and after on a GPU). Configurations:
 - (a) float32 NCHW eager: ``amp "off"``, ``channels_last false``, the baseline;
 - (b) the fastest configuration the config can express on this machine: on the CPU
   ``amp "bf16"`` + ``channels_last true``; on CUDA ``amp "fp16"`` (GradScaler) +
@@ -25,14 +26,15 @@ on the CPU (a full U2Net step takes seconds there), so other processes on the ma
 directly in the numbers: run it on an otherwise idle machine. On CUDA, ``cudnn.benchmark`` is
 on, as in the trainer's default (``trainer.deterministic false``).
 
-Data rows (skipped with ``--skip-data``): ``--images`` DUTS-like 400x300 JPEGs (quality 90,
-smooth colours, shapes and pixel noise) and PNG masks are written in the DUTS layout to a
-temporary folder, then one epoch of the real training loader is timed after one warm-up epoch:
-``DUTS`` (split "train", batch 8, base_size 320, crop_size 288, augment, scale_range
-[0.9, 1.1], flip, shuffle), i.e. decoding, augmentation, normalisation and collation. With
-``num_workers 0`` the samples/s of the main process (limited to one OpenCV and one torch thread
-for that row, as in a worker) is the rate of one loader worker; with ``num_workers --workers``
-(persistent workers) it is the rate of the pool, also shown divided by the worker count.
+Data rows (skipped with ``--skip-data``): ``--images`` DUTS-like 400x300 JPEGs (quality 90;
+``bench.common.synthetic_image``: smooth colours, 3-6 discs, pixel noise) and PNG masks (the
+first disc) are written in the DUTS layout to a temporary folder, then one epoch of the real
+training loader is timed after one warm-up epoch: ``DUTS`` (split "train", batch 8, base_size
+320, crop_size 288, augment, scale_range [0.9, 1.1], flip, shuffle), i.e. decoding,
+augmentation, normalisation and collation. With ``num_workers 0`` the samples/s of the main
+process (limited to one OpenCV and one torch thread for that row, as in a worker) is the rate of
+one loader worker; with ``num_workers --workers`` (persistent workers) it is the rate of the
+pool, also shown divided by the worker count.
 Then, per variant, the fastest model row's images/s (whichever of (a), (b), (b') won) divided
 by the one-worker rate, rounded up, is the number of loader workers training needs so that
 loading keeps up: if the machine cannot spare that many cores beside the training itself (on a
@@ -52,9 +54,8 @@ time near 0 means the GPU never waits for its input.
 from __future__ import annotations
 
 import argparse
-import gc
+import itertools
 import math
-import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -64,13 +65,20 @@ import cv2
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
+from bench.common import (
+    Row,
+    Scene,
+    add_device_options,
+    argument_parser,
+    measure,
+    set_up,
+    settle,
+    synchronize,
+    synthetic_image,
+)
 from dataloaders import DUTS
 from dataloaders.duts import SPLIT_DIRS
 from models.u2net import U2Net
-from utils.runtime.cpu_memory import keep_freed_memory
-from utils.runtime.device import resolve_device
 from utils.runtime.precision import memory_format
 from utils.runtime.prefetcher import DataPrefetcher
 from utils.training.losses import DeepSupervisionLoss
@@ -80,6 +88,7 @@ CROP = 288
 BASE_SIZE = 320
 IMAGE_SIZE = (400, 300)  # width, height, as most DUTS images
 DATA_BATCH = 8
+PHOTO = Scene(field=(6, 8), shapes=(3, 6), radius=(15, 90), salient=1)  # DUTS-like photos
 
 
 @dataclass(frozen=True)
@@ -91,13 +100,18 @@ class Config:
     channels_last: bool
 
 
-@dataclass
-class Timing:
-    """Timed steps of one variant in one configuration."""
+@dataclass(frozen=True)
+class Setup:
+    """What every section of a run shares."""
 
-    config: Config
-    ms_per_step: float
-    images_per_s: float
+    device: torch.device
+    batch_size: int
+    warmup: int
+
+    @property
+    def gpu(self) -> bool:
+        """Whether the steps run on CUDA."""
+        return self.device.type == "cuda"
 
 
 def configs(device: torch.device) -> list[Config]:
@@ -128,12 +142,6 @@ def build_step(variant: str, device: torch.device, config: Config) -> TrainStep:
     )
 
 
-def synchronize(device: torch.device) -> None:
-    """Wait for the GPU's queued work (nothing on the CPU)."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def random_batch(batch_size: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """Seeded ``randn`` inputs Bx3xCROPxCROP and binary float masks Bx1xCROPxCROP on ``device``."""
     generator = torch.Generator().manual_seed(0)
@@ -142,64 +150,46 @@ def random_batch(batch_size: int, device: torch.device) -> tuple[torch.Tensor, t
     return images.to(device), masks.to(device)
 
 
-def time_steps(
-    step: TrainStep,
-    images: torch.Tensor,
-    masks: torch.Tensor,
-    warmup: int,
-    steps: int,
-    device: torch.device,
-) -> float:
-    """Seconds per step over ``steps`` timed steps, after ``warmup`` untimed ones."""
-    for _ in range(warmup):
+def time_config(variant: str, config: Config, setup: Setup, steps: int) -> Row:
+    """``steps`` timed steps of a fresh ``variant`` in ``config`` on one fixed batch, after
+    ``setup.warmup`` untimed ones: ``units`` are images, ``per_call`` is seconds per step."""
+    images, masks = random_batch(setup.batch_size, setup.device)
+    step = build_step(variant, setup.device, config)
+
+    def one_step(_: int) -> int:
         step(images, masks)
-    synchronize(device)
-    start = time.perf_counter()
-    for _ in range(steps):
-        step(images, masks)
-    synchronize(device)
-    return (time.perf_counter() - start) / steps
+        return len(images)
+
+    return measure(config.label, one_step, steps, device=setup.device, warmup=setup.warmup)
 
 
-def model_rows(
-    variant: str, device: torch.device, batch_size: int, warmup: int, steps: int
-) -> list[Timing]:
+def model_rows(variant: str, setup: Setup, steps: int) -> list[Row]:
     """Time every configuration of ``configs(device)`` for ``variant``, printing each row."""
-    images, masks = random_batch(batch_size, device)
-    timings: list[Timing] = []
-    for config in configs(device):
-        gc.collect()
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
-        step = build_step(variant, device, config)
-        seconds = time_steps(step, images, masks, warmup, steps, device)
-        timing = Timing(config, seconds * 1000, batch_size / seconds)
-        timings.append(timing)
-        ratio = timing.images_per_s / timings[0].images_per_s
+    rows: list[Row] = []
+    for config in configs(setup.device):
+        settle(setup.device)  # the previous configuration's model and optimizer
+        row = time_config(variant, config, setup, steps)
+        rows.append(row)
         print(
-            f"u2net_{variant:5} {config.label:28} {timing.ms_per_step:10.0f} "
-            f"{timing.images_per_s:9.2f} {ratio:8.2f}x",
+            f"u2net_{variant:5} {row.name:28} {row.per_call * 1000:10.0f} "
+            f"{row.per_second:9.2f} {row.per_second / rows[0].per_second:8.2f}x",
             flush=True,
         )
-        del step
-    return timings
+    return rows
 
 
-def synthetic_photo(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """A DUTS-like HxWx3 uint8 BGR image (smooth colours, shapes, noise) and its 0/255 mask."""
-    width, height = IMAGE_SIZE
-    coarse = rng.integers(30, 226, (6, 8, 3), dtype=np.uint8)
-    image = cv2.resize(coarse, (width, height), interpolation=cv2.INTER_CUBIC)
-    mask = np.zeros((height, width), np.uint8)
-    for i in range(int(rng.integers(3, 7))):
-        colour = tuple(int(c) for c in rng.integers(0, 256, 3))
-        cx, cy = int(rng.integers(0, width)), int(rng.integers(0, height))
-        r = int(rng.integers(15, 90))
-        cv2.circle(image, (cx, cy), r, colour, thickness=-1, lineType=cv2.LINE_AA)
-        if i == 0:  # the first shape is the salient object
-            cv2.circle(mask, (cx, cy), r, 255, thickness=-1, lineType=cv2.LINE_AA)
-    noisy = image.astype(np.int16) + rng.integers(-12, 13, image.shape, dtype=np.int16)
-    return np.clip(noisy, 0, 255).astype(np.uint8), mask
+def model_section(args: argparse.Namespace, setup: Setup) -> dict[str, Row]:
+    """The model rows of every variant and their (b)/(a) lines; the fastest row per variant."""
+    fastest: dict[str, Row] = {}
+    print(f"{'model':11} {'configuration':28} {'ms/step':>10} {'images/s':>9} {'vs (a)':>9}")
+    for variant in args.variants:
+        steps = args.steps or (20 if setup.gpu else (3 if variant == "lite" else 2))
+        print(f"u2net_{variant}: {steps} timed steps per configuration", flush=True)
+        rows = model_rows(variant, setup, steps)
+        fastest[variant] = max(rows, key=lambda row: row.per_second)
+        a, b = rows[0].per_second, rows[1].per_second
+        print(f"u2net_{variant}: (b)/(a) = {b:.2f} / {a:.2f} images/s = {b / a:.2f}x", flush=True)
+    return fastest
 
 
 def write_duts_like(root: Path, count: int, seed: int = 0) -> None:
@@ -208,8 +198,9 @@ def write_duts_like(root: Path, count: int, seed: int = 0) -> None:
     image_dir.mkdir(parents=True)
     mask_dir.mkdir(parents=True)
     rng = np.random.default_rng(seed)
+    width, height = IMAGE_SIZE
     for i in range(count):
-        image, mask = synthetic_photo(rng)
+        image, mask = synthetic_image(height, width, PHOTO, rng)  # random colours: RGB or BGR
         name = f"ILSVRC2012_test_{i:08d}"
         cv2.imwrite(str(image_dir / f"{name}.jpg"), image, [cv2.IMWRITE_JPEG_QUALITY, 90])
         cv2.imwrite(str(mask_dir / f"{name}.png"), mask)
@@ -232,15 +223,15 @@ def duts_loader(root: Path, batch_size: int, num_workers: int) -> DUTS:
     )
 
 
-def epoch_rate(loader: DUTS, epochs: int = 2) -> float:
-    """Samples/s of the last of ``epochs`` epochs (the ones before are warm-up)."""
-    rate = 0.0
-    for epoch in range(epochs):
-        loader.sampler.set_epoch(epoch)
-        start = time.perf_counter()
-        samples = sum(images.shape[0] for images, _ in loader)
-        rate = samples / (time.perf_counter() - start)
-    return rate
+def epoch_rate(loader: DUTS) -> float:
+    """Samples/s of one timed epoch after one warm-up epoch (epochs 0 and 1 of the sampler)."""
+    epochs = itertools.count()
+
+    def epoch(_: int) -> int:
+        loader.sampler.set_epoch(next(epochs))
+        return sum(images.shape[0] for images, _ in loader)
+
+    return measure("epoch", epoch, warmup=1).per_second
 
 
 def data_rows(root: Path, workers: int) -> float:
@@ -268,17 +259,24 @@ def data_rows(root: Path, workers: int) -> float:
     return per_worker
 
 
+def workers_needed(fastest: dict[str, Row], per_worker: float) -> None:
+    """Print, per variant, the loader workers that keep up with its fastest model row."""
+    for variant, row in fastest.items():
+        needed = math.ceil(row.per_second / per_worker)
+        print(
+            f"u2net_{variant}: fastest {row.name} {row.per_second:.2f} images/s / "
+            f"{per_worker:.1f} samples/s per worker -> {needed} loader worker(s) needed to "
+            "keep up",
+            flush=True,
+        )
+
+
 def prefetch_rows(
-    root: Path,
-    device: torch.device,
-    variant: str,
-    config: Config,
-    batch_size: int,
-    steps: int,
-    workers: int,
+    root: Path, setup: Setup, variant: str, config: Config, steps: int, workers: int
 ) -> None:
     """CUDA only: mean data wait and step time per step, without and with ``DataPrefetcher``."""
-    loader = duts_loader(root, batch_size, workers)
+    device = setup.device
+    loader = duts_loader(root, setup.batch_size, workers)
     step = build_step(variant, device, config)
     compute = torch.cuda.current_stream(device)
     epochs = 1 + math.ceil(steps / max(1, len(loader)))  # the first one is warm-up
@@ -309,58 +307,25 @@ def prefetch_rows(
     del loader
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--variants", nargs="+", choices=("lite", "full"), default=["lite", "full"])
-    parser.add_argument("--batch-size", type=int, help="(default: 16 on a GPU, 4 on the CPU)")
-    parser.add_argument(
-        "--steps", type=int, help="timed steps (default: 20 on a GPU; CPU 3 lite, 2 full)"
-    )
-    parser.add_argument("--warmup", type=int, help="untimed steps (default: 5 on a GPU, 2 CPU)")
-    parser.add_argument("--images", type=int, default=64, help="data row images (default 64)")
-    parser.add_argument("--workers", type=int, default=2, help="loader workers (default 2)")
-    parser.add_argument("--skip-data", action="store_true", help="skip the data rows")
-    parser.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
-    parser.add_argument(
-        "--threads", type=int, default=0, help="torch CPU threads (default 0: torch's default)"
-    )
-    args = parser.parse_args()
-
-    if args.threads > 0:
-        torch.set_num_threads(args.threads)
-    kept = keep_freed_memory()  # as train.py and inference.py do
-    device, _ = resolve_device(args.device)
-    gpu = device.type == "cuda"
-    if gpu:
-        torch.backends.cudnn.benchmark = True  # the trainer's default
-    batch_size = args.batch_size or (16 if gpu else 4)
-    warmup = args.warmup if args.warmup is not None else (5 if gpu else 2)
-    where = torch.cuda.get_device_name(device) if gpu else "CPU"
-    print(
-        f"device {device} ({where}), torch {torch.__version__}, torch threads "
-        f"{torch.get_num_threads()}, glibc keeps freed memory: {kept}"
-    )
-    print(
-        f"training step: U2Net random init (seed 0), AdamW lr 1e-3, BCE deep supervision, "
-        f"batch {batch_size}x3x{CROP}x{CROP} on the device, {warmup} warm-up steps"
-    )
-
-    fastest: dict[str, Timing] = {}
-    print(f"{'model':11} {'configuration':28} {'ms/step':>10} {'images/s':>9} {'vs (a)':>9}")
-    for variant in args.variants:
-        steps = args.steps or (20 if gpu else (3 if variant == "lite" else 2))
-        print(f"u2net_{variant}: {steps} timed steps per configuration", flush=True)
-        timings = model_rows(variant, device, batch_size, warmup, steps)
-        fastest[variant] = max(timings, key=lambda t: t.images_per_s)
-        b = timings[1]
-        print(
-            f"u2net_{variant}: (b)/(a) = {b.images_per_s:.2f} / {timings[0].images_per_s:.2f} "
-            f"images/s = {b.images_per_s / timings[0].images_per_s:.2f}x",
-            flush=True,
-        )
-
-    if args.skip_data:
+def prefetch_section(args: argparse.Namespace, setup: Setup, root: Path) -> None:
+    """The prefetch rows on CUDA; a line saying they are skipped elsewhere."""
+    if not setup.gpu:
+        print("prefetch rows: skipped (need CUDA; on the CPU the prefetcher is a pass-through)")
         return
+    variant = args.variants[0]
+    config = configs(setup.device)[1]
+    steps = args.steps or 20
+    print(
+        f"prefetch: u2net_{variant} {config.label}, loader batch {setup.batch_size}, "
+        f"{args.workers} workers, pinned memory, >= {steps} steps after a warm-up epoch"
+    )
+    print(f"{'':16} {'data ms/step':>14} {'step ms':>10} {'steps':>6}")
+    prefetch_rows(root, setup, variant, config, steps, args.workers)
+
+
+def data_section(args: argparse.Namespace, setup: Setup, fastest: dict[str, Row]) -> None:
+    """Write the DUTS-like data, time the loader, and print the workers needed and the
+    prefetch rows."""
     with tempfile.TemporaryDirectory(prefix="duts_like_") as tmp:
         root = Path(tmp)
         start = time.perf_counter()
@@ -374,27 +339,57 @@ def main() -> None:
         )
         print(f"{'loader':42} {'samples/s':>10} {'per worker':>12}")
         per_worker = data_rows(root, args.workers)
-        for variant, timing in fastest.items():
-            needed = math.ceil(timing.images_per_s / per_worker)
-            print(
-                f"u2net_{variant}: fastest {timing.config.label} {timing.images_per_s:.2f} "
-                f"images/s / {per_worker:.1f} samples/s per worker -> {needed} loader "
-                f"worker(s) needed to keep up",
-                flush=True,
-            )
+        workers_needed(fastest, per_worker)
+        prefetch_section(args, setup, root)
 
-        if gpu:
-            variant = args.variants[0]
-            config = configs(device)[1]
-            steps = args.steps or 20
-            print(
-                f"prefetch: u2net_{variant} {config.label}, loader batch {batch_size}, "
-                f"{args.workers} workers, pinned memory, >= {steps} steps after a warm-up epoch"
-            )
-            print(f"{'':16} {'data ms/step':>14} {'step ms':>10} {'steps':>6}")
-            prefetch_rows(root, device, variant, config, batch_size, steps, args.workers)
-        else:
-            print("prefetch rows: skipped (need CUDA; on the CPU the prefetcher is a pass-through)")
+
+def parse_args() -> argparse.Namespace:
+    """The command line."""
+    parser = argument_parser(__doc__)
+    parser.add_argument("--variants", nargs="+", choices=("lite", "full"), default=["lite", "full"])
+    parser.add_argument("--batch-size", type=int, help="(default: 16 on a GPU, 4 on the CPU)")
+    parser.add_argument(
+        "--steps", type=int, help="timed steps (default: 20 on a GPU; CPU 3 lite, 2 full)"
+    )
+    parser.add_argument("--warmup", type=int, help="untimed steps (default: 5 on a GPU, 2 CPU)")
+    parser.add_argument("--images", type=int, default=64, help="data row images (default 64)")
+    parser.add_argument("--workers", type=int, default=2, help="loader workers (default 2)")
+    parser.add_argument("--skip-data", action="store_true", help="skip the data rows")
+    add_device_options(parser)
+    return parser.parse_args()
+
+
+def set_up_run(args: argparse.Namespace) -> Setup:
+    """Threads, freed memory kept (as train.py and inference.py do), device, cuDNN autotuning on
+    a GPU (the trainer's default), defaults by device; print the set-up."""
+    device, kept = set_up(args)
+    gpu = device.type == "cuda"
+    if gpu:
+        torch.backends.cudnn.benchmark = True
+    setup = Setup(
+        device,
+        batch_size=args.batch_size or (16 if gpu else 4),
+        warmup=args.warmup if args.warmup is not None else (5 if gpu else 2),
+    )
+    where = torch.cuda.get_device_name(device) if gpu else "CPU"
+    print(
+        f"device {device} ({where}), torch {torch.__version__}, torch threads "
+        f"{torch.get_num_threads()}, glibc keeps freed memory: {kept}"
+    )
+    print(
+        f"training step: U2Net random init (seed 0), AdamW lr 1e-3, BCE deep supervision, "
+        f"batch {setup.batch_size}x3x{CROP}x{CROP} on the device, {setup.warmup} warm-up steps"
+    )
+    return setup
+
+
+def main() -> None:
+    """Set up, time the model rows, then (unless ``--skip-data``) the data and prefetch rows."""
+    args = parse_args()
+    setup = set_up_run(args)
+    fastest = model_section(args, setup)
+    if not args.skip_data:
+        data_section(args, setup, fastest)
 
 
 if __name__ == "__main__":
