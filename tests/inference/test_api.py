@@ -14,9 +14,8 @@ import pytest
 import torch
 
 from models import U2Net
+from tests.helpers import ROOT
 from u2seg import Predictor
-
-ROOT = Path(__file__).resolve().parents[1]
 
 # sha256 of the maps inference.py wrote for golden_checkpoint() and golden_images() at commit
 # c646538 (before the utils/ regrouping), on this project's CI machine kind (x86-64 CPU,

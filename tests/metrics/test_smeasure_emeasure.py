@@ -8,8 +8,8 @@ from functools import cache
 import numpy as np
 import pytest
 import torch
-from metric_cases import SIZES, adaptive_tie_pair, all_cases
 
+from tests.metrics.cases import SIZES, adaptive_tie_pair, all_cases
 from utils.metrics.emeasure import EmeasureAccumulator
 from utils.metrics.prepare import prepare_batch
 from utils.metrics.smeasure import SmeasureAccumulator

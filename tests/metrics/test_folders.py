@@ -13,6 +13,7 @@ import pytest
 import torch
 
 import evaluate
+from tests.helpers import ROOT, write_png
 from utils.io.images import read_mask
 from utils.metrics import METRIC_NAMES, SODMetrics, prob_to_uint8
 from utils.metrics.folders import (
@@ -22,7 +23,6 @@ from utils.metrics.folders import (
     pair_files,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
 EXTRA_KEYS = (
     "num_pairs",
     "missing_predictions",
@@ -54,11 +54,6 @@ def smooth_maps(seed: int, count: int, shape=(32, 40)) -> tuple[np.ndarray, np.n
         logits = (r - dist) / 2 + rng.normal(0, 1.0, shape)
         probs.append(1 / (1 + np.exp(-logits)))
     return np.stack(probs), np.stack(masks)
-
-
-def write_png(path: Path, array: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    assert cv2.imwrite(str(path), array)
 
 
 @pytest.fixture

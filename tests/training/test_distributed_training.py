@@ -16,7 +16,7 @@ import train
 from base.base_dataloader import SeededSampler
 from base.base_trainer import NonFiniteLossError
 from models import U2Net
-from tests.tiny_run import tiny_config
+from tests.helpers import ROOT, tiny_config
 from train import registries
 from utils import config as cfg
 from utils.io.checkpoint import load_checkpoint
@@ -24,7 +24,6 @@ from utils.metrics import SODMetrics
 from utils.runtime.prefetcher import DataPrefetcher
 from utils.training.losses import DeepSupervisionLoss
 
-ROOT = Path(__file__).resolve().parents[1]
 LAUNCH_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "SLURM_PROCID")
 
 REGISTRIES = registries()

@@ -3,17 +3,14 @@
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
-from tiny_run import tiny_config
 
 import train
+from tests.helpers import ROOT, tiny_config
 from trainer import Trainer
 from utils.io.checkpoint import load_checkpoint, save_checkpoint
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_training_writes_every_artefact(tmp_path):

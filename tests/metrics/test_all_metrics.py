@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 import torch
-from metric_cases import all_cases
 
+from tests.metrics.cases import all_cases
 from utils.metrics import HIGHER_IS_BETTER, METRIC_NAMES, SODMetrics
 
 

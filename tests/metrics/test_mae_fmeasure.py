@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from metric_cases import adaptive_tie_pair, blob, to_u8
 
 import utils.metrics.prepare as prepare_module
+from tests.metrics.cases import adaptive_tie_pair, blob, to_u8
 from utils.metrics import (
     HIGHER_IS_BETTER,
     METRIC_NAMES,

@@ -14,12 +14,12 @@ import torch
 from torch import nn
 
 from models import U2Net, load_pretrained
+from tests.helpers import ROOT
 from utils.io.checkpoint import save_checkpoint
 
 ort = pytest.importorskip(
     "onnxruntime", reason="onnxruntime (requirements-dev.txt) runs the exported model"
 )
-ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "tools" / "export_onnx.py"
 
 

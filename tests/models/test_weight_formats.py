@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from tiny_run import tiny_config
 
 import train
 from models import U2Net, load_pretrained
 from models.weight_formats import read_pretrained
+from tests.helpers import tiny_config
 from train import registries
 from utils import config as cfg
 from utils.io.checkpoint import load_checkpoint

@@ -4,6 +4,7 @@ import json
 
 import pytest
 
+from tests.helpers import ROOT
 from train import registries
 from utils import config as cfg
 
@@ -125,9 +126,8 @@ def test_build_objects():
 
 
 def test_shipped_configs_are_valid():
-    from pathlib import Path
 
-    root = Path(__file__).resolve().parents[1]
+    root = ROOT
     paths = [root / "config.json", *sorted((root / "configs").glob("*.json"))]
     assert len(paths) >= 3
     for path in paths:

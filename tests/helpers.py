@@ -1,0 +1,103 @@
+"""Helpers shared by the tests: the repository root, image writing, a tiny run's config."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from utils.inference.predictor import PredictOptions, Predictor
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def write_png(path: Path, array: np.ndarray) -> Path:
+    """Write a uint8 HxW (grey) or HxWx3 (BGR) ``array`` with OpenCV, creating the folders."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    assert cv2.imwrite(str(path), array), path
+    return path
+
+
+def random_image(height: int, width: int, seed: int = 0) -> np.ndarray:
+    """A smooth random HxWx3 uint8 image with noise (any size, deterministic)."""
+    rng = np.random.default_rng(seed)
+    image = cv2.resize(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8), (width, height))
+    return np.clip(image + rng.integers(-20, 20, image.shape), 0, 255).astype(np.uint8)
+
+
+def predict_map(model: torch.nn.Module, image: np.ndarray, **options: object) -> torch.Tensor:
+    """The probability map of one HxWx3 uint8 image by a CPU :class:`Predictor` of ``model``."""
+    return Predictor(model, PredictOptions(**options)).predict_tensors([image])[0]
+
+
+def write_duts(
+    root: Path, num_train: int = 6, num_test: int = 3, size: tuple[int, int] = (48, 40)
+) -> Path:
+    """Write ``root`` in the DUTS layout: noisy JPEG images (width, height = ``size``), each with a
+    bright red ellipse that its PNG mask (0/255) marks; deterministic. Returns ``root``."""
+    w, h = size
+    for split, tag, count in (("train", "TR", num_train), ("test", "TE", num_test)):
+        image_dir = root / f"DUTS-{tag}" / f"DUTS-{tag}-Image"
+        mask_dir = root / f"DUTS-{tag}" / f"DUTS-{tag}-Mask"
+        image_dir.mkdir(parents=True)
+        mask_dir.mkdir(parents=True)
+        for i in range(count):
+            rng = np.random.default_rng([len(split), i])
+            mask = np.zeros((h, w), np.uint8)
+            centre = (int(rng.integers(w // 4, 3 * w // 4)), int(rng.integers(h // 4, 3 * h // 4)))
+            axes = (int(rng.integers(w // 8, w // 4)), int(rng.integers(h // 8, h // 4)))
+            cv2.ellipse(mask, centre, axes, float(rng.uniform(0, 180)), 0, 360, 255, -1)
+            image = rng.integers(60, 140, (h, w, 3), dtype=np.uint8)
+            image[mask > 0] = (40, 40, 230)  # BGR red
+            cv2.imwrite(str(image_dir / f"{split}_{i:03d}.jpg"), image)
+            cv2.imwrite(str(mask_dir / f"{split}_{i:03d}.png"), mask)
+    return root
+
+
+def tiny_config(tmp_path: Path, epochs: int = 2) -> Path:
+    """Write the config of a tiny lite-U2Net run on a few demo images (CPU, seconds) into
+    ``tmp_path / "config.json"``; returns its path."""
+    loader = {
+        "data_dir": str(tmp_path / "demo"),
+        "num_train": 8,
+        "num_test": 4,
+        "base_size": 48,
+        "num_workers": 0,
+    }
+    config = {
+        "name": "tiny",
+        "seed": 3,
+        "arch": {"type": "U2Net", "args": {"variant": "lite"}},
+        "train_loader": {
+            "type": "DemoSOD",
+            "args": {
+                **loader,
+                "split": "train",
+                "batch_size": 4,
+                "crop_size": 40,
+                "augment": True,
+                "scale_range": [0.9, 1.2],
+                "rotate": 10,
+                "shuffle": True,
+            },
+        },
+        "val_loader": {"type": "DemoSOD", "args": {**loader, "split": "test", "batch_size": 2}},
+        "loss": {"type": "DeepSupervisionLoss", "args": {"mode": "bce_iou"}},
+        "optimizer": {"type": "AdamW", "args": {"lr": 0.003}},
+        "lr_scheduler": {"type": "WarmupCosine", "args": {"warmup_iters": 1}},
+        "trainer": {
+            "epochs": epochs,
+            "save_dir": str(tmp_path / "saved"),
+            "keep_last": 5,
+            "log_per_iter": 1,
+            "vis_samples": 2,
+            "deterministic": True,
+        },
+    }
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(config))
+    return path
