@@ -207,13 +207,14 @@ class BaseTrainer(ABC):
                     self.writer.add_scalar(f"{group}/{key}", value, record["epoch"])
 
     def _checkpoint(self, epoch: int) -> dict[str, Any]:
+        scaler = self.train_step.scaler
         return {
             "arch": self.config["arch"]["type"],
             "epoch": epoch,
             "state_dict": unwrap(self.model).state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "lr_scheduler": None if self.lr_scheduler is None else self.lr_scheduler.state_dict(),
-            "scaler": self.train_step.scaler.state_dict() if self.train_step.scaler.is_enabled() else None,
+            "scaler": scaler.state_dict() if scaler.is_enabled() else None,
             "monitor_best": self.monitor_best,
             "not_improved": self.not_improved,
             "config": self.config,

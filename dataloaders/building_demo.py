@@ -31,6 +31,7 @@ of the others (changing ``num_tiles`` adds or removes tiles, it does not change 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -95,12 +96,30 @@ def _smooth(rng: np.random.Generator, size: int, cell: float) -> np.ndarray:
     return field / max(float(field.std()), 1e-6)
 
 
+def _axes(phi: float) -> tuple[np.ndarray, np.ndarray]:
+    """Unit vectors along ``phi`` and across it (turned by +90 degrees)."""
+    return np.array([np.cos(phi), np.sin(phi)]), np.array([-np.sin(phi), np.cos(phi)])
+
+
 def _rect(cx: float, cy: float, a: float, b: float, phi: float) -> np.ndarray:
     """4x2 corners of a rectangle centred on (cx, cy), half sizes a (along phi) and b."""
-    d1 = np.array([np.cos(phi), np.sin(phi)])
-    d2 = np.array([-d1[1], d1[0]])
+    d1, d2 = _axes(phi)
     signs = np.array([[-1, -1], [1, -1], [1, 1], [-1, 1]])
     return np.array([cx, cy]) + signs[:, :1] * a * d1 + signs[:, 1:] * b * d2
+
+
+def _pixels(points: np.ndarray) -> np.ndarray:
+    """Points rounded to int32 pixel coordinates, as OpenCV draws them."""
+    return np.round(points).astype(np.int32)
+
+
+def _fill(image: np.ndarray, polygon: np.ndarray, colour: object) -> None:
+    cv2.fillPoly(image, [_pixels(polygon)], colour)
+
+
+def _segment(image: np.ndarray, p0: np.ndarray, p1: np.ndarray, colour: object) -> None:
+    """A 1 px line from ``p0`` to ``p1`` (rounded to pixels)."""
+    cv2.line(image, tuple(np.round(p0).astype(int)), tuple(np.round(p1).astype(int)), colour, 1)
 
 
 def _darkening(shadow: np.ndarray, strength: float) -> np.ndarray:
@@ -150,7 +169,7 @@ def _roads(
         tangents = np.gradient(pts, axis=0)
         tangents /= np.linalg.norm(tangents, axis=1, keepdims=True) + 1e-9
         half = road_half = rng.uniform(8, 15)
-        ipts = [np.round(pts).astype(np.int32)]
+        ipts = [_pixels(pts)]
         if rng.random() < 0.5:  # pavement
             half += rng.uniform(3, 5)
             pavement = (rng.uniform(150, 185) + rng.uniform(-6, 6, 3)).tolist()
@@ -173,18 +192,12 @@ def _lots(rng: np.random.Generator, image: np.ndarray, count: int) -> None:
         cx, cy = rng.uniform(0, size, 2)
         a, b, phi = rng.uniform(15, 60), rng.uniform(12, 40), rng.uniform(0, np.pi)
         grey = rng.uniform(95, 130) if rng.random() < 0.6 else rng.uniform(160, 200)
-        cv2.fillPoly(image, [np.round(_rect(cx, cy, a, b, phi)).astype(np.int32)], (grey,) * 3)
+        _fill(image, _rect(cx, cy, a, b, phi), (grey,) * 3)
         if rng.random() < 0.5:
-            d1, d2 = np.array([np.cos(phi), np.sin(phi)]), np.array([-np.sin(phi), np.cos(phi)])
+            d1, d2 = _axes(phi)
             for s in np.arange(-a + 5, a - 2, 7):
                 p0, p1 = np.array([cx, cy]) + s * d1 + b * d2, np.array([cx, cy]) + s * d1
-                cv2.line(
-                    image,
-                    tuple(np.round(p0).astype(int)),
-                    tuple(np.round(p1).astype(int)),
-                    (210, 210, 205),
-                    1,
-                )
+                _segment(image, p0, p1, (210, 210, 205))
 
 
 def _building(
@@ -209,7 +222,7 @@ def _place(occ: np.ndarray, polys: list[np.ndarray], gap: int, size: int) -> flo
     hi = np.ceil(np.max([p.max(0) for p in pts], 0)).astype(int) + gap + 2
     if (lo < 0).any() or (hi > occ.shape[::-1]).any():
         return None
-    local = [np.round(p - lo).astype(np.int32) for p in pts]
+    local = [_pixels(p - lo) for p in pts]
     patch = np.zeros((hi[1] - lo[1], hi[0] - lo[0]), np.uint8)
     for poly in local:
         cv2.fillPoly(patch, [poly], 1)
@@ -223,49 +236,87 @@ def _place(occ: np.ndarray, polys: list[np.ndarray], gap: int, size: int) -> flo
     return float(patch[y0:y1, x0:x1].sum())
 
 
-def _tile(city_index: int, n: int, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """One (size x size x 3 uint8 RGB image, size x size uint8 0/255 mask) tile."""
+@dataclass(frozen=True)
+class _Scene:
+    """The draws that shape a whole tile, and its random generator."""
+
+    rng: np.random.Generator
+    style: dict
+    size: int
+    sparse: bool  # few buildings (2..6 %), few lots and roads
+    density: float  # target fraction of roof pixels
+    theta0: float  # orientation of the street grid
+    away: np.ndarray  # direction of cast shadows (away from the sun)
+
+    @property
+    def scale(self) -> float:
+        """Tile area relative to a 1000 px tile is ``scale**2`` (counts of lots, trees...)."""
+        return self.size / 1000
+
+
+def _scene(city_index: int, n: int, size: int) -> _Scene:
     rng = np.random.default_rng([BUILDING_DEMO_VERSION, city_index, n])
     style = _STYLES[CITIES[city_index]]
     sparse = rng.random() < style["sparse"]
     density = rng.uniform(0.02, 0.06) if sparse else rng.uniform(*style["density"])
     theta0 = rng.uniform(0, np.pi / 2) if rng.random() < 0.6 else 0.0
     sun = rng.uniform(0, 2 * np.pi)
-    away = np.array([np.cos(sun), np.sin(sun)])  # direction of cast shadows
-    scale = size / 1000
+    away = np.array([np.cos(sun), np.sin(sun)])
+    return _Scene(rng, style, size, sparse, density, theta0, away)
 
-    image = _ground(rng, size, style)
-    _lots(rng, image, rng.poisson((6 if not sparse else 1) * scale**2))
-    n_roads = rng.integers(*style["roads"]) if not sparse else rng.integers(0, 2)
-    road_mask, roads = _roads(rng, image, style, int(np.ceil(n_roads * max(scale, 0.3))), theta0)
-    image = cv2.GaussianBlur(image, (3, 3), 0.6)
 
-    # buildings: rejection sampling against roads and each other, until the target area
+Road = tuple[np.ndarray, np.ndarray, float]  # points, unit tangents, half width
+Building = tuple[list[tuple], list[np.ndarray]]  # parts (cx, cy, a, b, phi) and their corners
+
+
+def _ground_lots_roads(scene: _Scene) -> tuple[np.ndarray, np.ndarray, list[Road]]:
+    """The ground with paved lots and roads, slightly blurred; the road mask; the roads."""
+    rng, size = scene.rng, scene.size
+    image = _ground(rng, size, scene.style)
+    _lots(rng, image, rng.poisson((6 if not scene.sparse else 1) * scene.scale**2))
+    n_roads = rng.integers(*scene.style["roads"]) if not scene.sparse else rng.integers(0, 2)
+    count = int(np.ceil(n_roads * max(scene.scale, 0.3)))
+    road_mask, roads = _roads(rng, image, scene.style, count, scene.theta0)
+    return cv2.GaussianBlur(image, (3, 3), 0.6), road_mask, roads
+
+
+def _pose(scene: _Scene, roads: list[Road], parts: list[tuple]) -> tuple[np.ndarray, float] | None:
+    """Centre and orientation of a footprint: along a road and facing it, or free (on the
+    tile's grid or not); None for a road outside the tile."""
+    rng, size = scene.rng, scene.size
+    if roads and rng.random() < 0.6:
+        pts, tangents, half = roads[rng.integers(len(roads))]
+        inside = np.flatnonzero(((pts > -40) & (pts < size + 40)).all(1))
+        if not len(inside):
+            return None
+        i = inside[rng.integers(len(inside))]
+        phi = np.arctan2(tangents[i, 1], tangents[i, 0]) + rng.integers(2) * np.pi / 2
+        depth = max(np.hypot(x, y) + max(a, b) for x, y, a, b in parts)
+        side = rng.choice((-1, 1)) * np.array([-tangents[i, 1], tangents[i, 0]])
+        return pts[i] + side * (half + rng.uniform(4, 14) + 0.8 * depth), phi
+    centre = rng.uniform(-40, size + 40, 2)
+    phi = scene.theta0 + rng.integers(4) * np.pi / 2 + rng.normal(0, 0.05)
+    if rng.random() > scene.style["grid"]:
+        phi = rng.uniform(0, np.pi)
+    return centre, phi
+
+
+def _buildings(scene: _Scene, road_mask: np.ndarray, roads: list[Road]) -> list[Building]:
+    """Footprints by rejection sampling against roads and each other, until the target area."""
+    rng, size = scene.rng, scene.size
     occ = np.zeros((size + 2 * _PAD,) * 2, np.uint8)
     occ[_PAD:-_PAD, _PAD:-_PAD] = cv2.dilate(road_mask, np.ones((7, 7), np.uint8)) > 0
     max_side = min(80.0, 0.45 * size)
     buildings = []
-    area, target = 0.0, density * size * size
-    attempts = int(60 + 25 * target / 900)
-    for _ in range(attempts):
+    area, target = 0.0, scene.density * size * size
+    for _ in range(int(60 + 25 * target / 900)):
         if area >= target:
             break
-        parts = _building(rng, style, max_side)
-        if roads and rng.random() < 0.6:  # along a road, facing it
-            pts, tangents, half = roads[rng.integers(len(roads))]
-            inside = np.flatnonzero(((pts > -40) & (pts < size + 40)).all(1))
-            if not len(inside):
-                continue
-            i = inside[rng.integers(len(inside))]
-            phi = np.arctan2(tangents[i, 1], tangents[i, 0]) + rng.integers(2) * np.pi / 2
-            depth = max(np.hypot(x, y) + max(a, b) for x, y, a, b in parts)
-            side = rng.choice((-1, 1)) * np.array([-tangents[i, 1], tangents[i, 0]])
-            centre = pts[i] + side * (half + rng.uniform(4, 14) + 0.8 * depth)
-        else:
-            centre = rng.uniform(-40, size + 40, 2)
-            phi = theta0 + rng.integers(4) * np.pi / 2 + rng.normal(0, 0.05)
-            if rng.random() > style["grid"]:
-                phi = rng.uniform(0, np.pi)
+        parts = _building(rng, scene.style, max_side)
+        pose = _pose(scene, roads, parts)
+        if pose is None:
+            continue
+        centre, phi = pose
         rot = np.array([[np.cos(phi), -np.sin(phi)], [np.sin(phi), np.cos(phi)]])
         world = [(*(rot @ (x, y) + centre), a, b, phi) for x, y, a, b in parts]
         polys = [_rect(*part) for part in world]
@@ -273,11 +324,16 @@ def _tile(city_index: int, n: int, size: int) -> tuple[np.ndarray, np.ndarray]:
         if placed is not None:
             area += placed
             buildings.append((world, polys))
+    return buildings
 
-    # trees: clusters, along roads and touching roofs, each with a shadow
-    trees = []
-    for _ in range(int(np.ceil(rng.integers(*style["clusters"]) * scale**2))):
-        c, k = rng.uniform(0, size, 2), rng.integers(3, 16)
+
+def _tree_crowns(
+    scene: _Scene, roads: list[Road], buildings: list[Building]
+) -> list[tuple[float, float, float]]:
+    """(x, y, radius) of tree crowns: clusters, rows along some roads, some touching roofs."""
+    rng, trees = scene.rng, []
+    for _ in range(int(np.ceil(rng.integers(*scene.style["clusters"]) * scene.scale**2))):
+        c, k = rng.uniform(0, scene.size, 2), rng.integers(3, 16)
         trees += [(*(c + rng.normal(0, 30, 2)), rng.uniform(6, 16)) for _ in range(k)]
     for pts, tangents, half in roads:
         if rng.random() < 0.4:
@@ -290,11 +346,17 @@ def _tile(city_index: int, n: int, size: int) -> tuple[np.ndarray, np.ndarray]:
             out = corner - polys[0].mean(0)
             r = rng.uniform(6, 15)
             trees.append((*(corner + out / np.linalg.norm(out) * r * 0.5), r))
+    return trees
+
+
+def _trees(scene: _Scene, image: np.ndarray, trees: list[tuple[float, float, float]]) -> float:
+    """Draw the tree shadows, then the crowns, on ``image``; return the shadow strength."""
+    rng, size = scene.rng, scene.size
     tree_mask = np.zeros((size, size), np.uint8)
     shadow = np.zeros((size, size), np.uint8)
     for x, y, r in trees:
         cv2.circle(tree_mask, (round(x), round(y)), round(r), 255, -1)
-        sx, sy = np.array((x, y)) + away * r * 1.1
+        sx, sy = np.array((x, y)) + scene.away * r * 1.1
         cv2.circle(shadow, (round(sx), round(sy)), round(r), 255, -1)
     strength = rng.uniform(0.4, 0.6)
     image *= _darkening(cv2.GaussianBlur(shadow, (7, 7), 2), strength)
@@ -303,58 +365,81 @@ def _tile(city_index: int, n: int, size: int) -> tuple[np.ndarray, np.ndarray]:
     leaf = (np.array((44, 72, 36)) + rng.uniform(-8, 8, 3)).astype(np.float32)
     alpha = cv2.GaussianBlur(tree_mask, (3, 3), 0)[:, :, None].astype(np.float32) / 255
     image += alpha * (leaf * texture[:, :, None] - image)
+    return strength
 
-    # building shadows (the footprint swept away from the sun), then the roofs
-    shadow[:] = 0
+
+def _building_shadows(
+    scene: _Scene, image: np.ndarray, buildings: list[Building], strength: float
+) -> None:
+    """Darken ``image`` by the footprints swept away from the sun over each height."""
+    shadow = np.zeros((scene.size, scene.size), np.uint8)
     for _, polys in buildings:
-        height = rng.uniform(*style["height"])
+        height = scene.rng.uniform(*scene.style["height"])
         for t in (0.0, 0.25, 0.5, 0.75, 1.0):
             for poly in polys:
-                cv2.fillPoly(shadow, [np.round(poly + t * height * away).astype(np.int32)], 255)
+                _fill(shadow, poly + t * height * scene.away, 255)
     image *= _darkening(cv2.GaussianBlur(shadow, (5, 5), 1.5), strength)
-    roof = np.zeros_like(image)
+
+
+def _gabled(roof: np.ndarray, part: tuple, colour: np.ndarray, away: np.ndarray) -> None:
+    """Two halves lit by the sun on either side of a ridge along the part's long side."""
+    cx, cy, a, b, phi = part
+    d1, d2 = _axes(phi)
+    for s in (-1, 1):
+        lit = 1 - 0.18 * s * float(d2 @ away)
+        half = _rect(cx + s * b / 2 * d2[0], cy + s * b / 2 * d2[1], a, b / 2, phi)
+        _fill(roof, half, (colour * lit).tolist())
+    centre = np.array([cx, cy])
+    _segment(roof, centre - a * d1, centre + a * d1, (colour * 1.12).tolist())
+
+
+def _flat(
+    rng: np.random.Generator, roof: np.ndarray, part: tuple, poly: np.ndarray, colour: np.ndarray
+) -> None:
+    """A parapet along the outline ``poly`` and up to three rooftop boxes."""
+    cx, cy, a, b, phi = part
+    d1, d2 = _axes(phi)
+    cv2.polylines(roof, [_pixels(poly)], True, (colour * 0.85).tolist(), 3)
+    for _ in range(rng.integers(0, 4)):
+        if a > 8 and b > 8:
+            u, v = rng.uniform(-a + 6, a - 6), rng.uniform(-b + 6, b - 6)
+            centre = (cx + u * d1[0] + v * d2[0], cy + u * d1[1] + v * d2[1])
+            box = _rect(*centre, rng.uniform(2, 4), rng.uniform(2, 4), phi)
+            _fill(roof, box, (colour * rng.choice((0.75, 1.2))).tolist())
+
+
+def _roofs(scene: _Scene, buildings: list[Building]) -> tuple[np.ndarray, np.ndarray]:
+    """The roofs (colour from the city's palette; gabled or flat) and their 0/255 mask."""
+    rng, size = scene.rng, scene.size
+    roof = np.zeros((size, size, 3), np.float32)
     mask = np.zeros((size, size), np.uint8)
     for world, polys in buildings:
-        colours, gable_prob = _ROOFS[rng.choice(len(_ROOFS), p=style["roofs"])]
+        colours, gable_prob = _ROOFS[rng.choice(len(_ROOFS), p=scene.style["roofs"])]
         colour = np.array(colours[rng.integers(len(colours))], np.float32)
         colour = colour * rng.uniform(0.9, 1.1) + rng.uniform(-6, 6, 3)
         gabled = rng.random() < gable_prob
         for (cx, cy, a, b, phi), poly in zip(world, polys, strict=True):
-            ipoly = np.round(poly).astype(np.int32)
-            cv2.fillPoly(mask, [ipoly], 255)
-            if a < b:  # ridge along the long side
-                a, b, phi = b, a, phi + np.pi / 2
-            d1, d2 = np.array([np.cos(phi), np.sin(phi)]), np.array([-np.sin(phi), np.cos(phi)])
-            cv2.fillPoly(roof, [ipoly], colour.tolist())
-            if gabled:
-                for s in (-1, 1):
-                    lit = 1 - 0.18 * s * float(d2 @ away)
-                    half = _rect(cx + s * b / 2 * d2[0], cy + s * b / 2 * d2[1], a, b / 2, phi)
-                    cv2.fillPoly(roof, [np.round(half).astype(np.int32)], (colour * lit).tolist())
-                p0, p1 = np.array([cx, cy]) - a * d1, np.array([cx, cy]) + a * d1
-                cv2.line(
-                    roof,
-                    tuple(np.round(p0).astype(int)),
-                    tuple(np.round(p1).astype(int)),
-                    (colour * 1.12).tolist(),
-                    1,
-                )
+            _fill(mask, poly, 255)
+            _fill(roof, poly, colour.tolist())
+            part = (cx, cy, a, b, phi) if a >= b else (cx, cy, b, a, phi + np.pi / 2)
+            if gabled:  # the ridge along the long side
+                _gabled(roof, part, colour, scene.away)
             else:
-                cv2.polylines(roof, [ipoly], True, (colour * 0.85).tolist(), 3)  # parapet
-                for _ in range(rng.integers(0, 4)):
-                    if a > 8 and b > 8:
-                        u, v = rng.uniform(-a + 6, a - 6), rng.uniform(-b + 6, b - 6)
-                        box = _rect(
-                            cx + u * d1[0] + v * d2[0],
-                            cy + u * d1[1] + v * d2[1],
-                            rng.uniform(2, 4),
-                            rng.uniform(2, 4),
-                            phi,
-                        )
-                        tone = colour * rng.choice((0.75, 1.2))
-                        cv2.fillPoly(roof, [np.round(box).astype(np.int32)], tone.tolist())
+                _flat(rng, roof, part, poly, colour)
+    return roof, mask
+
+
+def _tile(city_index: int, n: int, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """One (size x size x 3 uint8 RGB image, size x size uint8 0/255 mask) tile."""
+    scene = _scene(city_index, n, size)
+    image, road_mask, roads = _ground_lots_roads(scene)
+    buildings = _buildings(scene, road_mask, roads)
+    strength = _trees(scene, image, _tree_crowns(scene, roads, buildings))
+    _building_shadows(scene, image, buildings, strength)
+    roof, mask = _roofs(scene, buildings)
     np.copyto(image, roof, where=mask[:, :, None] > 0)
-    image += (rng.random(image.shape, np.float32) - np.float32(0.5)) * np.float32(12)  # noise
+    noise = (scene.rng.random(image.shape, np.float32) - np.float32(0.5)) * np.float32(12)
+    image += noise
     return np.clip(image, 0, 255).astype(np.uint8), mask
 
 

@@ -28,35 +28,22 @@ from typing import Any
 
 import cv2
 import numpy as np
-import torch
 
 from base.base_dataloader import BaseDataLoader
-from base.base_dataset import BaseDataSet, sample_rng
+from base.base_dataset import SeededDataSet, check_positive_int
 from dataloaders.building_demo import ensure_building_demo
 from dataloaders.tiles import TileReader
 from utils.inference.windows import window_starts
-from utils.io.images import IMAGE_EXTENSIONS, image_size
-from utils.preprocessing import PAD_COLOUR, normalise_
+from utils.io.images import find_images, image_size
+from utils.preprocessing import PAD_COLOUR
 
 GRID = 32  # cell size of the building map used for biased sampling
 
 
-def _images(folder: str, what: str) -> dict[str, str]:
-    """``{stem: path}`` of the images in ``folder``; a missing folder is an error naming it."""
-    if not os.path.isdir(folder):
-        raise FileNotFoundError(f"{what} folder {folder} does not exist")
-    found = {}
-    for name in sorted(os.listdir(folder)):
-        stem, ext = os.path.splitext(name)
-        if not name.startswith(".") and ext.lower() in IMAGE_EXTENSIONS:
-            found[stem] = os.path.join(folder, name)
-    return found
-
-
 def _pairs(image_dir: str, mask_dir: str, stems: list[str] | None = None) -> list[tuple[str, str]]:
     """(image, mask) paths paired by file name without extension; every image needs a mask."""
-    images = _images(image_dir, "image")
-    masks = _images(mask_dir, "mask")
+    images = find_images(image_dir, recursive=False)
+    masks = find_images(mask_dir, recursive=False, what="mask")
     stems = sorted(images) if stems is None else stems
     missing = [s for s in stems if s not in images or s not in masks]
     if missing:
@@ -66,11 +53,16 @@ def _pairs(image_dir: str, mask_dir: str, stems: list[str] | None = None) -> lis
         )
     if not stems:
         raise FileNotFoundError(f"no image in {image_dir}")
-    return [(images[s], masks[s]) for s in stems]
+    return [(str(images[s]), str(masks[s])) for s in stems]
 
 
-class BuildingDataset(BaseDataSet):
-    """Windows of building tiles; subclasses fill ``self.files`` with (image, mask) paths."""
+class BuildingDataset(SeededDataSet):
+    """Windows of building tiles; subclasses fill ``self.files`` with (image, mask) paths.
+
+    A :class:`SeededDataSet` beside ``BaseDataSet``: its samples are windows read from the tiles
+    (see the module docstring), not whole images resized, so the keys ``base_size``,
+    ``scale_range`` etc. of the image datasets do not apply here.
+    """
 
     def __init__(
         self,
@@ -84,12 +76,14 @@ class BuildingDataset(BaseDataSet):
     ) -> None:
         if not 0 <= building_bias <= 1:
             raise ValueError(f"building_bias must be in [0, 1], got {building_bias}")
+        check_positive_int("crop_size", crop_size)
+        self.crop_size = crop_size
         self.windows_per_epoch = windows_per_epoch
         self.building_bias = building_bias
         self.cache_tiles = cache_tiles
         self._reader: TileReader | None = None
         self._cells: dict[int, np.ndarray] = {}
-        super().__init__(data_dir, split, base_size=crop_size, crop_size=crop_size, augment=augment)
+        super().__init__(data_dir, split, augment)
         self.sizes = [image_size(image) for image, _ in self.files]
         self.windows = self._grid()
 
@@ -161,27 +155,26 @@ class BuildingDataset(BaseDataSet):
                 return y, x
         return int(rng.integers(0, max_y + 1)), int(rng.integers(0, max_x + 1))
 
-    def __getitem__(self, item: int | tuple[int, int, int]) -> tuple[torch.Tensor, torch.Tensor]:
-        index, rng = sample_rng(item)
-        if self.augment:
-            tile = index % len(self.files)
-            image, mask = self._window(tile, *self._random_window(tile, rng))
-            if rng.random() < 0.5:
-                image, mask = image[:, ::-1], mask[:, ::-1]
-            turns = int(rng.integers(4))
-            image, mask = np.rot90(image, turns), np.rot90(mask, turns)
-        else:
-            image, mask = self._window(*self.windows[index])
-        pixels = normalise_(np.ascontiguousarray(image.transpose(2, 0, 1)).astype(np.float32))
-        target = np.ascontiguousarray(mask, dtype=np.float32)[None]
-        return torch.from_numpy(pixels), torch.from_numpy(target)
+    def _sample(self, index: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """Validation: window ``index`` of the grid; training: a random window of tile
+        ``index % tiles``, randomly flipped and turned by a multiple of 90 degrees."""
+        if not self.augment:
+            return self._window(*self.windows[index])
+        tile = index % len(self.files)
+        image, mask = self._window(tile, *self._random_window(tile, rng))
+        if rng.random() < 0.5:
+            image, mask = image[:, ::-1], mask[:, ::-1]
+        turns = int(rng.integers(4))
+        return np.rot90(image, turns), np.rot90(mask, turns)
 
-    def __repr__(self) -> str:
-        return (
-            f"{type(self).__name__}(split={self.split!r}, tiles={len(self.files)}, "
-            f"windows={len(self)}, crop_size={self.crop_size}, augment={self.augment}, "
-            f"data_dir={self.data_dir!r})"
-        )
+    def _repr_fields(self) -> list[str]:
+        return [
+            f"tiles={len(self.files)}",
+            f"windows={len(self)}",
+            f"crop_size={self.crop_size}",
+            f"augment={self.augment}",
+            f"data_dir={self.data_dir!r}",
+        ]
 
 
 class WHUBuildingDataset(BuildingDataset):
@@ -233,7 +226,7 @@ class InriaBuildingDataset(BuildingDataset):
         folder = os.path.join(self.data_dir, self.root, "train")
         image_dir = os.path.join(folder, self.image_dir)
         stems = []
-        for stem in _images(image_dir, "image"):
+        for stem in find_images(image_dir, recursive=False):
             found = INRIA_TILE.match(stem)
             if found is None:
                 raise ValueError(f"{image_dir}: {stem!r} is not an Inria tile name like austin12")

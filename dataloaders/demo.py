@@ -18,7 +18,6 @@ import numpy as np
 
 from base.base_dataloader import BaseDataLoader
 from dataloaders.duts import SPLIT_DIRS, DUTSDataset
-from dataloaders.generated import MARKER as MARKER  # re-exported
 from dataloaders.generated import ensure_generated
 
 DEMO_VERSION = 2

@@ -9,28 +9,12 @@ import numpy as np
 
 from base.base_dataloader import BaseDataLoader
 from base.base_dataset import BaseDataSet
-from utils.io.images import IMAGE_EXTENSIONS, read_image, read_mask
+from utils.io.images import IMAGE_EXTENSIONS, find_images, read_image, read_mask
 
 SPLIT_DIRS = {
     "train": ("DUTS-TR/DUTS-TR-Image", "DUTS-TR/DUTS-TR-Mask"),
     "test": ("DUTS-TE/DUTS-TE-Image", "DUTS-TE/DUTS-TE-Mask"),
 }
-
-
-def _files_by_stem(folder: str) -> dict[str, str]:
-    """Map file stem -> file name for the images in ``folder`` (hidden files ignored)."""
-    by_stem: dict[str, str] = {}
-    for name in sorted(os.listdir(folder)):
-        stem, ext = os.path.splitext(name)
-        if name.startswith(".") or ext.lower() not in IMAGE_EXTENSIONS:
-            continue
-        if stem in by_stem:
-            raise ValueError(
-                f"{folder} holds both {by_stem[stem]} and {name}: images and masks are paired "
-                "by file name without extension, so each name must be unique"
-            )
-        by_stem[stem] = name
-    return by_stem
 
 
 def _unmatched(names: list[str], kind: str, folder: str, missing: str, other: str) -> str:
@@ -60,21 +44,19 @@ class DUTSDataset(BaseDataSet):
                 f"{mask_dir} (missing: {', '.join(missing)}). Download DUTS from "
                 "http://saliencydetection.net/duts/ and unpack it there, or set data_dir."
             )
-        images, masks = _files_by_stem(image_dir), _files_by_stem(mask_dir)
+        images = find_images(image_dir, recursive=False)
+        masks = find_images(mask_dir, recursive=False, what="mask")
         if not images:
             raise FileNotFoundError(
                 f"no images in {image_dir} (looked for {', '.join(IMAGE_EXTENSIONS)} files)"
             )
-        no_mask = [images[s] for s in images if s not in masks]
+        no_mask = [images[s].name for s in images if s not in masks]
         if no_mask:
             raise ValueError(_unmatched(no_mask, "images", image_dir, "mask", mask_dir))
-        no_image = [masks[s] for s in masks if s not in images]
+        no_image = [masks[s].name for s in masks if s not in images]
         if no_image:
             raise ValueError(_unmatched(no_image, "masks", mask_dir, "image", image_dir))
-        self.files = [
-            (os.path.join(image_dir, images[s]), os.path.join(mask_dir, masks[s]))
-            for s in sorted(images)
-        ]
+        self.files = [(str(images[s]), str(masks[s])) for s in sorted(images)]
 
     def _load_data(self, index: int) -> tuple[np.ndarray, np.ndarray, str]:
         image_path, mask_path = self.files[index]

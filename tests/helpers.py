@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import struct
+import zlib
 from pathlib import Path
 
 import cv2
@@ -19,6 +21,32 @@ def write_png(path: Path, array: np.ndarray) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     assert cv2.imwrite(str(path), array), path
     return path
+
+
+def write_raw_png(
+    path: Path, width: int, colour_type: int, rows: bytes, palette: bytes = b""
+) -> None:
+    """Write an 8-bit PNG by hand (for palette and grey+alpha images, which cv2 cannot write):
+    ``colour_type`` 3 (palette indices, ``palette`` the RGB triplets) or 4 (grey + alpha);
+    ``rows`` holds the pixel bytes row after row."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
+
+    height = len(rows) // (width * {3: 1, 4: 2}[colour_type])
+    stride = len(rows) // height
+    raw = b"".join(b"\0" + rows[y * stride : (y + 1) * stride] for y in range(height))
+    header = struct.pack(">IIBBBBB", width, height, 8, colour_type, 0, 0, 0)
+    plte = chunk(b"PLTE", palette) if palette else b""
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + plte
+        + chunk(b"IDAT", zlib.compress(raw))
+        + chunk(b"IEND", b"")
+    )
 
 
 def random_image(height: int, width: int, seed: int = 0) -> np.ndarray:

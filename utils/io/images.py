@@ -17,29 +17,47 @@ class ImageNameClash(ValueError):
     """Two image files of one folder differ only in their extension."""
 
 
-def find_images(folder: str | os.PathLike, skip: Path | None = None) -> dict[str, Path]:
-    """``{relative path without extension (posix): path}`` of the images under ``folder``.
+def find_images(
+    folder: str | os.PathLike,
+    skip: Path | None = None,
+    *,
+    recursive: bool = True,
+    what: str = "image",
+) -> dict[str, Path]:
+    """``{relative path without extension (posix): path}`` of the images in ``folder``.
 
-    The search is recursive and sorted; extensions (:data:`IMAGE_EXTENSIONS`) match in any case;
-    names starting with ``.`` are skipped, and so is the folder ``skip`` (a resolved path), e.g.
-    an output folder inside the input folder. Raises :class:`ImageNameClash` when two files
-    differ only in their extension (``a/x.jpg`` and ``a/x.png``), as their outputs or pairings
-    would collide.
+    The search is sorted and goes into the sub-folders unless ``recursive`` is false (then the
+    keys are the file names without extension, e.g. for pairing images and masks by name);
+    extensions (:data:`IMAGE_EXTENSIONS`) match in any case; names starting with ``.`` are
+    skipped, and so is the folder ``skip`` (a resolved path), e.g. an output folder inside the
+    input folder. Raises ``FileNotFoundError`` naming the folder (as the ``what`` folder) when it
+    does not exist, and :class:`ImageNameClash` naming it when two files differ only in their
+    extension (``a/x.jpg`` and ``a/x.png``), as their outputs or pairings would collide.
     """
     folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{what} folder {folder} does not exist")
     found: dict[str, list[Path]] = {}
     for root, dirs, names in os.walk(folder):
         root_path = Path(root)
         dirs[:] = sorted(
             d
             for d in dirs
-            if not d.startswith(".") and (skip is None or (root_path / d).resolve() != skip)
+            if recursive
+            and not d.startswith(".")
+            and (skip is None or (root_path / d).resolve() != skip)
         )
         for name in sorted(names):
             if name.startswith(".") or Path(name).suffix.lower() not in IMAGE_EXTENSIONS:
                 continue
             path = root_path / name
             found.setdefault(path.relative_to(folder).with_suffix("").as_posix(), []).append(path)
+    _refuse_clashes(folder, found)
+    return {key: paths[0] for key, paths in found.items()}
+
+
+def _refuse_clashes(folder: Path, found: dict[str, list[Path]]) -> None:
+    """Raise :class:`ImageNameClash` if a key of ``found`` has several files."""
     clashes = sorted(key for key, paths in found.items() if len(paths) > 1)
     if clashes:
         examples = "; ".join(
@@ -50,7 +68,6 @@ def find_images(folder: str | os.PathLike, skip: Path | None = None) -> dict[str
             f"{folder}: {len(clashes)} name(s) occur with several extensions, so their outputs or "
             f"pairings would collide: {examples}"
         )
-    return {key: paths[0] for key, paths in found.items()}
 
 
 def _decode(path: str | os.PathLike, expected: str) -> np.ndarray:

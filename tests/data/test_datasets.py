@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
-import struct
-import zlib
 from pathlib import Path
 
 import cv2
@@ -12,12 +11,14 @@ import numpy as np
 import pytest
 import torch
 
-from base.base_dataset import BaseDataSet
+from base.base_dataset import BaseDataSet, ImageTransform
 from dataloaders import DUTS, DemoSOD
 from dataloaders import demo as demo_module
 from dataloaders.demo import DemoSODDataset, ensure_demo_data
 from dataloaders.duts import DUTSDataset
-from utils.io.images import read_image, read_mask
+from tests.helpers import write_raw_png
+from utils.config import accepted_args
+from utils.io.images import ImageNameClash, find_images, read_image, read_mask
 from utils.preprocessing import IMAGENET_MEAN, IMAGENET_STD
 
 AUGMENT = {"base_size": 64, "crop_size": 56, "scale_range": [0.9, 1.3], "rotate": 25.0}
@@ -57,28 +58,6 @@ def denormalise(image: torch.Tensor) -> np.ndarray:
     return (image.numpy().transpose(1, 2, 0) * std + mean) * 255
 
 
-def write_png(path: Path, width: int, colour_type: int, rows: bytes, palette: bytes = b"") -> None:
-    """Write an 8-bit PNG by hand (for palette and grey+alpha images, which cv2 cannot write)."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return (
-            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-        )
-
-    height = len(rows) // (width * {3: 1, 4: 2}[colour_type])
-    stride = len(rows) // height
-    raw = b"".join(b"\0" + rows[y * stride : (y + 1) * stride] for y in range(height))
-    header = struct.pack(">IIBBBBB", width, height, 8, colour_type, 0, 0, 0)
-    plte = chunk(b"PLTE", palette) if palette else b""
-    path.write_bytes(
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", header)
-        + plte
-        + chunk(b"IDAT", zlib.compress(raw))
-        + chunk(b"IEND", b"")
-    )
-
-
 # ------------------------------------------------------------------------------- image reading
 
 
@@ -101,7 +80,9 @@ def test_read_image_and_mask_formats(tmp_path: Path) -> None:
     assert read_mask(tmp_path / "deep.png").tolist() == [[0, 0, 1, 1, 255, 128]]
     assert read_image(tmp_path / "deep.png").shape == (1, 6, 3)
 
-    write_png(tmp_path / "palette.png", 2, 3, bytes([0, 1, 1, 0]), bytes([0, 0, 0, 200, 10, 50]))
+    write_raw_png(
+        tmp_path / "palette.png", 2, 3, bytes([0, 1, 1, 0]), bytes([0, 0, 0, 200, 10, 50])
+    )
     expected = np.array([[[0, 0, 0], [200, 10, 50]], [[200, 10, 50], [0, 0, 0]]], np.uint8)
     assert np.array_equal(read_image(tmp_path / "palette.png"), expected)
     grey_of_colour = round(0.299 * 200 + 0.587 * 10 + 0.114 * 50)
@@ -109,7 +90,7 @@ def test_read_image_and_mask_formats(tmp_path: Path) -> None:
         read_mask(tmp_path / "palette.png"), np.array([[0, grey_of_colour], [grey_of_colour, 0]])
     )
 
-    write_png(tmp_path / "grey_alpha.png", 2, 4, bytes([10, 255, 250, 0]))
+    write_raw_png(tmp_path / "grey_alpha.png", 2, 4, bytes([10, 255, 250, 0]))
     assert read_mask(tmp_path / "grey_alpha.png").tolist() == [[10, 250]]
     assert read_image(tmp_path / "grey_alpha.png").tolist() == [[[10] * 3, [250] * 3]]
 
@@ -124,6 +105,25 @@ def test_read_errors_name_the_path(tmp_path: Path) -> None:
         assert "expected" in str(info.value) and str(path) in str(info.value)
         with pytest.raises(OSError, match="mask"):
             read_mask(path)
+
+
+def test_find_images_flat_or_recursive(tmp_path: Path) -> None:
+    for name in ("b.png", "a.JPG", ".hidden.png", "notes.txt", "sub/c.png", "sub/d/e.tif"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(b"")
+    (tmp_path / "folder.png").mkdir()  # a folder is not an image, whatever its name
+    flat = find_images(tmp_path, recursive=False)
+    assert flat == {"a": tmp_path / "a.JPG", "b": tmp_path / "b.png"}
+    assert list(find_images(tmp_path)) == ["a", "b", "sub/c", "sub/d/e"]
+    (tmp_path / "sub" / "c.jpg").write_bytes(b"")  # a clash below the flat listing
+    assert find_images(tmp_path, recursive=False) == flat
+    with pytest.raises(ImageNameClash, match=r"sub/c.jpg, sub/c.png"):
+        find_images(tmp_path)
+    (tmp_path / "b.jpeg").write_bytes(b"")
+    with pytest.raises(ImageNameClash, match=rf"^{tmp_path}: 1 name.*: b.jpeg, b.png$"):
+        find_images(tmp_path, recursive=False)
+    with pytest.raises(FileNotFoundError, match=rf"^mask folder {tmp_path / 'nowhere'} does not"):
+        find_images(tmp_path / "nowhere", what="mask")
 
 
 # ------------------------------------------------------------------------------ transforms
@@ -207,6 +207,22 @@ def test_repr_names_split_size_and_settings() -> None:
         assert part in text
 
 
+def test_the_transform_settings_are_config_keys_of_every_image_dataset() -> None:
+    settings = {f.name for f in dataclasses.fields(ImageTransform)}
+    assert settings == {
+        "base_size", "crop_size", "scale_range", "flip", "rotate", "blur", "color_jitter"
+    }  # fmt: skip
+    assert accepted_args(DUTSDataset) == settings | {"data_dir", "split", "augment"}
+    assert accepted_args(DemoSODDataset) == accepted_args(DUTSDataset) | {"num_train", "num_test"}
+    assert accepted_args(ArrayDataset) >= settings | {"pairs", "augment"}  # a user's subclass
+    dataset = ArrayDataset([red_on_blue(0)], augment=True, **AUGMENT)
+    assert dataset.transform == ImageTransform(**AUGMENT)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        dataset.transform.rotate = 0.0
+    with pytest.raises(TypeError, match="windows_per_epoch"):
+        ArrayDataset([red_on_blue(0)], windows_per_epoch=3)
+
+
 # ------------------------------------------------------------------------------------ DUTS
 
 
@@ -255,6 +271,13 @@ def test_duts_unpaired_files_are_listed(duts_dir: Path) -> None:
         os.remove(images / name)
     with pytest.raises(FileNotFoundError, match=r"no images in .*DUTS-TE-Image"):
         DUTSDataset(str(duts_dir), "test")
+
+
+def test_duts_names_that_differ_only_in_extension_are_refused(duts_dir: Path) -> None:
+    masks = duts_dir / "DUTS-TR" / "DUTS-TR-Mask"
+    (masks / "train_003.jpg").write_bytes((masks / "train_003.png").read_bytes())
+    with pytest.raises(ValueError, match=r"DUTS-TR-Mask: 1 name.*: train_003.jpg, train_003.png"):
+        DUTSDataset(str(duts_dir))
 
 
 def test_duts_unreadable_image_names_the_path(duts_dir: Path) -> None:

@@ -3,8 +3,6 @@ tile reading (memory-mapped or decoded) and error messages."""
 
 from __future__ import annotations
 
-import struct
-import zlib
 from pathlib import Path
 
 import cv2
@@ -20,6 +18,7 @@ from dataloaders.buildings import (
     WHUBuildingDataset,
 )
 from dataloaders.tiles import TileReader
+from tests.helpers import ROOT, write_raw_png
 from utils.preprocessing import INV_STD_255, MEAN_255
 
 
@@ -37,19 +36,8 @@ def tile(h: int, w: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 def write_palette_png(path: Path, indices: np.ndarray, colours: list[tuple[int, int, int]]) -> None:
     """An 8-bit palette PNG (colour type 3), as VOC-style tools write masks."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        body = kind + data
-        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
-
-    h, w = indices.shape
-    header = struct.pack(">IIBBBBB", w, h, 8, 3, 0, 0, 0)
-    rows = b"".join(b"\0" + indices[y].astype(np.uint8).tobytes() for y in range(h))
     palette = bytes(c for colour in colours for c in colour)
-    path.write_bytes(
-        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"PLTE", palette)
-        + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
-    )  # fmt: skip
+    write_raw_png(path, indices.shape[1], 3, indices.astype(np.uint8).tobytes(), palette)
 
 
 def write(path: Path, array: np.ndarray, tiff_compression: int | None = None) -> None:
@@ -177,6 +165,40 @@ def test_missing_mask_folder_and_unsupported_images_are_reported(tmp_path):
         WHUBuildingDataset(str(tmp_path), crop_size=16)
 
 
+def test_names_that_differ_only_in_extension_and_bad_settings_are_refused(tmp_path):
+    image, mask = tile(20, 20, 1)
+    write(tmp_path / "train" / "image" / "s.png", image)
+    write(tmp_path / "train" / "label" / "s.png", mask * 255)
+    with pytest.raises(ValueError, match="crop_size must be a positive integer, got 0"):
+        WHUBuildingDataset(str(tmp_path), crop_size=0)
+    with pytest.raises(ValueError, match=r"building_bias must be in \[0, 1\]"):
+        WHUBuildingDataset(str(tmp_path), building_bias=1.5)
+    write(tmp_path / "train" / "image" / "s.jpg", image)
+    with pytest.raises(ValueError, match=r"train.image: 1 name.*: s.jpg, s.png"):
+        WHUBuildingDataset(str(tmp_path))
+
+
+def test_windows_are_seeded_samples_not_resized_images(tmp_path):
+    from base.base_dataset import BaseDataSet, SeededDataSet
+    from utils.config import accepted_args
+
+    image, mask = tile(40, 70, 2)
+    write(tmp_path / "train" / "image" / "a.png", image)
+    write(tmp_path / "train" / "label" / "a.png", mask * 255)
+    dataset = WHUBuildingDataset(str(tmp_path), crop_size=32, augment=True)
+    assert isinstance(dataset, SeededDataSet) and not isinstance(dataset, BaseDataSet)
+    assert repr(dataset) == (
+        f"WHUBuildingDataset(split='train', tiles=1, windows=3, crop_size=32, augment=True, "
+        f"data_dir={str(tmp_path)!r})"
+    )
+    assert accepted_args(WHUBuildingDataset) == {
+        "data_dir", "split", "image_dir", "mask_dir", "crop_size", "augment",
+        "windows_per_epoch", "building_bias", "cache_tiles",
+    }  # fmt: skip
+    first = dataset[(1, 4, 2)]
+    assert all(torch.equal(a, b) for a, b in zip(first, dataset[(1, 4, 2)], strict=True))
+
+
 def test_building_bias_centres_windows_on_buildings(tmp_path):
     mask = np.zeros((400, 400), np.uint8)
     mask[300:320, 40:60] = 255  # one building in a corner
@@ -223,7 +245,7 @@ def test_inria_demo_recipe_trains_and_reports_building_metrics(tmp_path):
         "trainer.epochs=1",
         f"trainer.save_dir={tmp_path / 'saved'}",
     ]
-    run = train.main(["-c", str(Path(__file__).parents[1] / "configs" / "inria_u2net.json"),
+    run = train.main(["-c", str(ROOT / "configs" / "inria_u2net.json"),
                       "--opt", *opts])  # fmt: skip
     record = [line for line in (run / "metrics.jsonl").read_text().splitlines()][-1]
     for name in ("IoU", "F1", "precision", "recall", "accuracy", "maxF"):
