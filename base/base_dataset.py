@@ -53,7 +53,7 @@ class SeededDataSet(Dataset):
     There are ``len(self.files)`` samples unless ``__len__`` says otherwise.
     """
 
-    def __init__(self, data_dir: str, split: str, augment: bool = False) -> None:
+    def __init__(self, data_dir: str, split: str = "train", augment: bool = False) -> None:
         self.data_dir = data_dir
         self.split = split
         self.augment = augment
@@ -248,7 +248,9 @@ class BaseDataSet(SeededDataSet):
     """
 
     @takes_fields_of(ImageTransform)
-    def __init__(self, data_dir: str, split: str, augment: bool = False, **transform: Any) -> None:
+    def __init__(
+        self, data_dir: str, split: str = "train", augment: bool = False, **transform: Any
+    ) -> None:
         self.transform = ImageTransform(**transform)
         super().__init__(data_dir, split, augment)
 

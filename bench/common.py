@@ -296,8 +296,9 @@ def synthetic_image(
 
 
 def argument_parser(doc: str | None) -> argparse.ArgumentParser:
-    """A parser described by the first line of a script's docstring ``doc``."""
-    return argparse.ArgumentParser(description=(doc or "").split("\n")[0])
+    """A parser described by the first paragraph of a script's docstring ``doc``."""
+    first = (doc or "").split("\n\n")[0]
+    return argparse.ArgumentParser(description=" ".join(first.split()))
 
 
 def add_device_options(parser: argparse.ArgumentParser, default: str = "auto") -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from pathlib import Path
 
 import cv2
@@ -16,7 +17,9 @@ from dataloaders import DUTS, DemoSOD
 from dataloaders import demo as demo_module
 from dataloaders.demo import DemoSODDataset, ensure_demo_data
 from dataloaders.duts import DUTSDataset
-from tests.helpers import write_raw_png
+from tests.helpers import ROOT, write_png, write_raw_png
+from train import registries
+from utils import config as cfg
 from utils.config import accepted_args
 from utils.io.images import ImageNameClash, find_images, read_image, read_mask
 from utils.preprocessing import IMAGENET_MEAN, IMAGENET_STD
@@ -391,3 +394,39 @@ def test_batches_do_not_depend_on_the_worker_count(make_duts) -> None:
     assert len(runs[0]) == 2  # drop_last
     for (image0, mask0), (image2, mask2) in zip(*runs, strict=True):
         assert torch.equal(image0, image2) and torch.equal(mask0, mask2)
+
+
+def readme_dataset_example() -> str:
+    """The Python block of the README's "A dataset." paragraph (Extending)."""
+    text = (ROOT / "README.md").read_text()
+    section = text[text.index("**A dataset.**") :]
+    return re.search(r"```python\n(.*?)```", section, re.S).group(1)
+
+
+def test_the_readme_dataset_example_loads_and_is_selectable_from_a_config(tmp_path: Path) -> None:
+    for split, count in (("train", 4), ("test", 2)):
+        for i in range(count):
+            image = np.full((30, 40, 3), 60 + 40 * i, np.uint8)
+            mask = np.zeros((30, 40), np.uint8)
+            mask[5:20, 10:30] = 255
+            write_png(tmp_path / "data" / split / "images" / f"{i}.jpg", image)
+            write_png(tmp_path / "data" / split / "masks" / f"{i}.png", mask)
+    names: dict = {}
+    exec(readme_dataset_example(), names)  # exactly the README's lines
+    loader = names["MyData"](batch_size=2, data_dir=str(tmp_path / "data"), base_size=32)
+    images, masks = next(iter(loader))
+    assert images.shape == (2, 3, 32, 32) and masks.shape == (2, 1, 32, 32)
+    assert len(names["MyDataset"](str(tmp_path / "data"), "test")) == 2
+
+    known = registries()
+    known = {**known, "train_loader": {**known["train_loader"], "MyData": names["MyData"]}}
+    config = {
+        "arch": {"type": "U2Net", "args": {"variant": "lite"}},
+        "train_loader": {"type": "MyData", "args": {"data_dir": "data", "batch_size": 2}},
+        "loss": {"type": "DeepSupervisionLoss"},
+        "optimizer": {"type": "Adam"},
+    }
+    assert cfg.validate_config(config, known)["train_loader"]["type"] == "MyData"
+    config["train_loader"]["args"]["crop"] = 3
+    with pytest.raises(cfg.ConfigError, match=r"'train_loader\.args\.crop' for MyData"):
+        cfg.validate_config(config, known)

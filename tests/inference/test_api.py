@@ -141,5 +141,9 @@ def test_predict_takes_arrays_and_paths_alike(tmp_path):
     assert np.array_equal(predictor.predict(rgb), predictor.predict(path))
     with pytest.raises(ValueError, match=r"HxWx3 uint8 RGB image"):
         predictor.predict(rgb[:, :, 0])
+    with pytest.raises(TypeError, match=r"predict_batch takes a list"):
+        predictor.predict([rgb])
+    with pytest.raises(ValueError, match=r"shape \(0, 5, 3\)"):
+        predictor.predict(np.zeros((0, 5, 3), np.uint8))
     with pytest.raises(OSError, match=r"missing\.png"):
         predictor.predict(tmp_path / "missing.png")

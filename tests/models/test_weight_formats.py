@@ -363,6 +363,17 @@ def test_pretrained_for_another_variant_is_a_config_error(official, tmp_path):
         cfg.build(cfg.validate_config(config, REGISTRIES), "arch", REGISTRIES["arch"])
 
 
+@pytest.mark.parametrize(
+    "content", [b"this is not an image\n", b'{"arch": {"type": "U2Net"}}\n', b"\x89PNG\r\n\x1a\n"]
+)
+def test_a_file_that_is_not_from_torch_save_is_named_without_unsafe_advice(tmp_path, content):
+    path = tmp_path / "mixed_up.pth"
+    path.write_bytes(content)
+    with pytest.raises(ValueError, match=r"mixed_up\.pth is not a (readable )?PyTorch") as err:
+        load_pretrained(path)
+    assert "weights_only=False" not in str(err.value)
+
+
 def test_missing_file_is_named(tmp_path: Path):
     with pytest.raises(FileNotFoundError, match=r"nothing\.pth"):
         load_pretrained(tmp_path / "nothing.pth")

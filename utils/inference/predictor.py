@@ -143,7 +143,8 @@ class Predictor:
         """The HxW float32 probability map (0..1) of one image, at the image's size.
 
         ``image``: an HxWx3 uint8 RGB array or an image file's path. Raises ``OSError`` naming
-        the file when it cannot be read, ValueError for an array of another shape or dtype.
+        the file when it cannot be read, ValueError for an empty array or one of another shape or
+        dtype, TypeError for anything else (e.g. a list: use :meth:`predict_batch`).
         """
         return self.predict_batch([image])[0]
 
@@ -250,9 +251,14 @@ class Predictor:
 
 def _as_rgb(image: ImageInput) -> np.ndarray:
     """``image`` as an HxWx3 uint8 RGB array (a path is read with ``read_image``)."""
-    if not isinstance(image, np.ndarray):
+    if isinstance(image, str | os.PathLike):
         return read_image(image)
-    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+    if not isinstance(image, np.ndarray):
+        raise TypeError(
+            f"expected an HxWx3 uint8 RGB array or an image path, got {type(image).__name__} "
+            "(predict_batch takes a list of them)"
+        )
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3 or not image.size:
         raise ValueError(
             f"expected an HxWx3 uint8 RGB image, got a {image.dtype} array of shape {image.shape}"
         )

@@ -32,8 +32,9 @@ def load_weights_only(path: str | Path, what: str = "weights file") -> Any:
 
     Besides tensors and plain containers, ``argparse.Namespace`` is allowed (the ``args`` that
     training scripts store beside the weights). Raises ``FileNotFoundError`` for a missing file
-    and ``ValueError`` naming ``path`` for a file that is not a readable PyTorch file, or that
-    would need arbitrary unpickling (which can run any code, so it is refused).
+    and ``ValueError`` naming ``path`` for a file that is not a readable PyTorch file (an image,
+    a JSON file, a truncated download), or one that would need arbitrary unpickling (which can
+    run any code, so it is refused).
     """
     path = Path(path)
     if not path.is_file():
@@ -43,15 +44,19 @@ def load_weights_only(path: str | Path, what: str = "weights file") -> Any:
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         found = re.search(r"GLOBAL (\S+)", str(err))
-        if found is None and "weights only" not in str(err).lower():
-            raise ValueError(f"{path} is not a readable PyTorch file: {err}") from err
-        stored = f" (it stores {found.group(1)})" if found else ""
+        if found is None:
+            reason = re.search(r"Unsupported [^\n.]*", str(err))
+            raise ValueError(
+                f"{path} is not a PyTorch weights file (a torch.save output)"
+                + (f": {reason.group(0)}" if reason else "")
+            ) from err
         raise ValueError(
-            f"{path} is refused: it is not a weights-only file{stored}, and loading it would need "
-            "arbitrary unpickling, which can run any code. If you trust its source, load it "
-            "once with torch.load(..., weights_only=False) and torch.save only its state dict."
+            f"{path} is refused: it is not a weights-only file (it stores {found.group(1)}), and "
+            "loading it would need arbitrary unpickling, which can run any code. If you trust its "
+            "source, load it once with torch.load(..., weights_only=False) and torch.save only "
+            "its state dict."
         ) from err
-    except (RuntimeError, EOFError, KeyError, ValueError) as err:
+    except Exception as err:  # torch.load raises many kinds for files that are not its own
         raise ValueError(f"{path} is not a readable PyTorch file: {err!r}") from err
 
 
