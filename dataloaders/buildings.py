@@ -219,7 +219,13 @@ class InriaBuildingDataset(BuildingDataset):
         self.root, self.image_dir, self.mask_dir = root, image_dir, mask_dir
         self.val_tiles = val_tiles
         if demo:
-            ensure_building_demo(data_dir, num_tiles=DEMO_TILES)
+            try:
+                ensure_building_demo(data_dir, num_tiles=DEMO_TILES)
+            except FileExistsError as err:
+                raise FileExistsError(
+                    f"{err}; if it holds the real Inria dataset, set demo to false (e.g. --opt "
+                    "train_loader.args.demo=false val_loader.args.demo=false)"
+                ) from None
         super().__init__(data_dir, split, **kwargs)
 
     def _set_files(self) -> None:

@@ -245,7 +245,7 @@ def test_inria_demo_recipe_trains_and_reports_building_metrics(tmp_path):
         "trainer.epochs=1",
         f"trainer.save_dir={tmp_path / 'saved'}",
     ]
-    run = train.main(["-c", str(ROOT / "configs" / "inria_u2net.json"),
+    run = train.main(["-c", str(ROOT / "configs" / "inria_demo.json"),
                       "--opt", *opts])  # fmt: skip
     record = [line for line in (run / "metrics.jsonl").read_text().splitlines()][-1]
     for name in ("IoU", "F1", "precision", "recall", "accuracy", "maxF"):
