@@ -278,3 +278,28 @@ def build(
         return cls(*args, **spec.get("args", {}), **kwargs)
     except (TypeError, ValueError) as err:
         raise ConfigError(f"{section} ({spec['type']}): {err}") from err
+
+
+def _flatten(node: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"a.b": value}`` for every leaf of nested dicts (an empty dict is a leaf)."""
+    items: dict[str, Any] = {}
+    for key, value in node.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            items |= _flatten(value, f"{path}.")
+        else:
+            items[path] = value
+    return items
+
+
+def config_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """``key.path: old -> new`` for every value that differs between two configs (a key present
+    in one only shows ``(absent)`` on the other side), sorted by key."""
+    before, after = _flatten(old), _flatten(new)
+    missing = "(absent)"
+    return [
+        f"{key}: {json.dumps(before[key]) if key in before else missing} -> "
+        f"{json.dumps(after[key]) if key in after else missing}"
+        for key in sorted(before.keys() | after.keys())
+        if before.get(key, missing) != after.get(key, missing)
+    ]

@@ -1,0 +1,65 @@
+"""What a resumed run changes: the schedule policy when the run's length changed, config diffs."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from utils.config import config_changes
+from utils.training.lr_scheduler import Poly, WarmupCosine
+
+
+def finished_schedule(total: int = 10, cls: type = WarmupCosine) -> tuple[dict, float]:
+    """The state of a schedule stepped to its end, and its base lr."""
+    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1e-3)
+    schedule = cls(optimizer, total_iters=total, warmup_iters=2)
+    for _ in range(total):
+        optimizer.step()
+        schedule.step()
+    return schedule.state_dict(), 1e-3
+
+
+def resumed(total: int, policy: str, cls: type = WarmupCosine) -> tuple[object, str | None]:
+    state, _ = finished_schedule(cls=cls)
+    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1e-3)
+    schedule = cls(optimizer, total_iters=total, warmup_iters=2, on_resume=policy)
+    return schedule, schedule.resume(state)
+
+
+@pytest.mark.parametrize("cls", [WarmupCosine, Poly])
+def test_a_longer_run_follows_the_on_resume_policy_and_says_so(cls):
+    stretched, message = resumed(20, "stretch", cls)
+    assert "was 10" in message and "'stretch'" in message
+    assert stretched.factor(10) > 0.3  # halfway through the stretched decay: the lr rises again
+
+    restarted, message = resumed(20, "restart", cls)
+    assert restarted.factor(10) == pytest.approx(1 / 3)  # the first warmup step of a new schedule
+    assert restarted.factor(12) == pytest.approx(1.0)
+    assert "'restart'" in message
+
+    final, message = resumed(20, "continue_final", cls)
+    assert final.factor(10) == final.factor(19)  # stays at the end value
+    assert final.factor(15) < 1e-6 and "lr 0 -> 0" in message
+
+
+def test_an_unchanged_length_resumes_silently_and_exactly():
+    schedule, message = resumed(10, "restart")
+    state, _ = finished_schedule()
+    assert message is None and schedule.last_epoch == state["last_epoch"]
+
+
+def test_an_unknown_policy_is_refused():
+    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1e-3)
+    with pytest.raises(ValueError, match=r"on_resume must be one of stretch, restart"):
+        WarmupCosine(optimizer, total_iters=10, on_resume="again")
+
+
+def test_config_changes_lists_every_changed_key():
+    old = {"trainer": {"epochs": 8, "monitor": "max maxF"}, "seed": 1, "arch": {"type": "U2Net"}}
+    new = {"trainer": {"epochs": 12, "monitor": "max maxF"}, "seed": 1, "name": "x"}
+    assert config_changes(old, new) == [
+        'arch.type: "U2Net" -> (absent)',
+        'name: (absent) -> "x"',
+        "trainer.epochs: 8 -> 12",
+    ]
+    assert config_changes(old, old) == []
