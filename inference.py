@@ -4,7 +4,9 @@
 
 Exit status: 0 when every image was predicted and written; 1 when some images failed (each is
 reported with its path and skipped, the others are written); 2 for a usage error (bad options,
-unreadable model, no input image) or when ``--gt`` evaluation cannot run.
+unreadable model, no input image, an output folder equal to the input folder) or when ``--gt``
+evaluation cannot run. Outputs are never read as inputs: an output folder inside the input folder
+is skipped.
 """
 
 from __future__ import annotations
@@ -40,7 +42,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     arg("-m", "--model", required=True, help="U2Seg checkpoint, or official / ported U2Net weights")
     arg("-c", "--config", help="config whose 'arch' builds the model for the weights of -m")
     arg("-i", "--input", required=True, help="image file or folder (searched recursively)")
-    arg("-o", "--output", required=True, help="output folder (maps/, masks/, cutouts/, overlays/)")
+    arg(
+        "-o",
+        "--output",
+        required=True,
+        help="output folder (maps/, masks/, cutouts/, overlays/); not the input folder itself (a "
+        "sub-folder of it is fine: it is skipped when reading the inputs)",
+    )
     arg(
         "--mode",
         choices=PREDICTION_MODES,

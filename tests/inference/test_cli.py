@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import cv2
@@ -12,6 +13,7 @@ import torch
 
 import inference
 from tests.helpers import predict_map, random_image, tiny_config
+from tests.models.test_weight_formats import NOT_TORCH_FILES, write_not_torch_file
 from utils.config import load_config
 from utils.io.checkpoint import save_checkpoint
 
@@ -147,10 +149,43 @@ def test_cli_with_a_config_and_ported_weights(lite, tmp_path, capsys):
 
 
 def test_cli_ignores_its_own_outputs_inside_the_input_folder(checkpoint, tmp_path, capsys):
-    write_inputs(tmp_path / "in")
+    for name in ("a.png", "sub/b.jpg"):
+        (tmp_path / "in" / name).parent.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(tmp_path / "in" / name), random_image(20, 30))
+    out = tmp_path / "in" / "pred"
     for _ in range(2):
-        assert run_cli("-m", checkpoint, "-i", tmp_path / "in", "-o", tmp_path / "in" / "pred") == 0
-        assert "; 5 images" in capsys.readouterr().out
+        assert (
+            run_cli("-m", checkpoint, "-i", tmp_path / "in", "-o", out, "--save", "map,mask") == 0
+        )
+        assert "; 2 images" in capsys.readouterr().out
+        written = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.png"))
+        assert written == ["maps/a.png", "maps/sub/b.png", "masks/a.png", "masks/sub/b.png"]
+
+
+def test_cli_refuses_an_output_folder_that_is_the_input_folder(checkpoint, tmp_path, capsys):
+    cv2.imwrite(str(tmp_path / "a.png"), random_image(20, 30))
+    assert run_cli("-m", checkpoint, "-i", tmp_path, "-o", tmp_path) == 2
+    err = capsys.readouterr().err
+    assert f"the output folder {tmp_path} is the input folder" in err
+    assert "maps/, masks/, cutouts/, overlays/" in err and "would be read back" in err
+    assert not (tmp_path / "maps").exists()
+
+
+def test_cli_refuses_an_input_inside_an_output_kind_folder(checkpoint, tmp_path, capsys):
+    (tmp_path / "maps").mkdir()
+    cv2.imwrite(str(tmp_path / "maps" / "a.png"), random_image(20, 30))
+    assert run_cli("-m", checkpoint, "-i", tmp_path / "maps" / "a.png", "-o", tmp_path) == 2
+    assert f"lies in the output folder {tmp_path / 'maps'}" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("kind", NOT_TORCH_FILES)
+def test_cli_names_a_model_file_of_another_format(kind, tmp_path, capsys):
+    cv2.imwrite(str(tmp_path / "x.png"), random_image(20, 20))
+    path, message = write_not_torch_file(kind, tmp_path)
+    assert run_cli("-m", path, "-i", tmp_path / "x.png", "-o", tmp_path / "out") == 2
+    err = capsys.readouterr().err
+    assert re.search("error: " + message, err), err
+    assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.parametrize(

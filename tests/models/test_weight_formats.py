@@ -4,10 +4,16 @@ exactly (checked against a long-hand forward of the official layout), or fail cl
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
+import re
+import warnings
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -377,3 +383,121 @@ def test_a_file_that_is_not_from_torch_save_is_named_without_unsafe_advice(tmp_p
 def test_missing_file_is_named(tmp_path: Path):
     with pytest.raises(FileNotFoundError, match=r"nothing\.pth"):
         load_pretrained(tmp_path / "nothing.pth")
+
+
+def onnx_model(path: Path) -> None:
+    pytest.importorskip("onnx", reason="onnx (requirements-dev.txt) writes the ONNX file")
+    with warnings.catch_warnings():  # the TorchScript exporter is deprecated (and fast)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(torch.nn.Conv2d(3, 1, 3), (torch.zeros(1, 3, 8, 8),), path, dynamo=False)
+
+
+def torch_zip_cut_short(path: Path) -> None:
+    torch.save({"w": torch.randn(64, 64)}, path)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+def legacy_torch_cut_short(path: Path) -> None:
+    torch.save({"w": torch.randn(64, 64)}, path, _use_new_zipfile_serialization=False)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+def zip_of_weights(path: Path) -> None:
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("u2net.pth", b"\x80\x02")
+
+
+def safetensors(path: Path) -> None:
+    header = b'{"w":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}'
+    path.write_bytes(len(header).to_bytes(8, "little") + header + bytes(4))
+
+
+def png(path: Path) -> None:
+    path.write_bytes(cv2.imencode(".png", np.zeros((4, 4, 3), np.uint8))[1].tobytes())
+
+
+def jpeg(path: Path) -> None:
+    path.write_bytes(cv2.imencode(".jpg", np.zeros((4, 4, 3), np.uint8))[1].tobytes())
+
+
+def gzipped(path: Path) -> None:
+    path.write_bytes(gzip.compress(b"\x80\x02 weights"))
+
+
+def content(data: bytes) -> Callable[[Path], None]:
+    return lambda path: path.write_bytes(data)
+
+
+HTML = b"\n<!DOCTYPE html>\n<html lang='en'><head><title>u2net.pth - GitHub</title>"
+LFS = b"version https://git-lfs.github.com/spec/v1\noid sha256:4f6a\nsize 176300000\n"
+NOT_TORCH_FILES: dict[str, tuple[str, Callable[[Path], None], str]] = {
+    # format: (file name, writer, message after "NAME is not a PyTorch weights file ...: ")
+    "onnx": ("model.onnx", onnx_model, r"it is an ONNX model.*not read here.*onnxruntime"),
+    "html": ("u2net.pth", content(HTML), r"it is a web page \(HTML\).*download the raw file"),
+    "png": ("u2net.pth", png, r"it is a PNG image, not weights.*did you swap -m and -i\?"),
+    "jpeg": ("u2net.pth", jpeg, r"it is a JPEG image, not weights.*did you swap -m and -i\?"),
+    "empty": ("u2net.pth", content(b""), r"it is empty \(0 bytes\).*fetch the file again"),
+    "random": (
+        "u2net.pth",
+        content(bytes(range(7, 256)) * 3),
+        r"its first bytes \(07 08 09 0a.*no known format",
+    ),
+    "torch zip cut short": (
+        "u2net.pth",
+        torch_zip_cut_short,
+        r"it is a PyTorch zip archive cut short",
+    ),
+    "zip": (
+        "u2net.zip",
+        zip_of_weights,
+        r"it is a zip archive, but not a PyTorch one: .*\(u2net\.pth\).*unzip it",
+    ),
+    "json": ("u2net.pth", content(b'{"arch": {"type": "U2Net"}}\n'), r"it is JSON text"),
+    "text": (
+        "u2net.pth",
+        content(b"not weights\n"),
+        r"it is a text file \(first line: 'not weights'\)",
+    ),
+    "git lfs pointer": ("u2net.pth", content(LFS), r"it is a Git LFS pointer.*git lfs pull"),
+    "safetensors": ("u2net.safetensors", safetensors, r"it is a safetensors file.*load_file"),
+    "gzip": ("u2net.pth.gz", gzipped, r"it is a gzip-compressed file: decompress it"),
+}
+
+
+def write_not_torch_file(kind: str, folder: Path) -> tuple[Path, str]:
+    """The file of format ``kind`` written in ``folder``, and the regex its message matches."""
+    name, write, message = NOT_TORCH_FILES[kind]
+    path = folder / name
+    write(path)
+    return path, re.escape(
+        str(path)
+    ) + r" is not a PyTorch weights file \(a torch\.save output\): " + message
+
+
+@pytest.mark.parametrize("kind", NOT_TORCH_FILES)
+def test_a_file_of_another_format_is_named_with_advice(kind, tmp_path):
+    path, message = write_not_torch_file(kind, tmp_path)
+    with pytest.raises(ValueError, match=message) as err:
+        load_pretrained(path)
+    assert "weights_only=False" not in str(err.value)
+
+
+def test_a_legacy_torch_file_cut_short_is_named(tmp_path):
+    path = tmp_path / "old.pth"
+    legacy_torch_cut_short(path)
+    with pytest.raises(ValueError, match=r"old\.pth is a PyTorch file cut short.*fetch"):
+        load_pretrained(path)
+
+
+def test_legacy_torch_files_still_load(official, tmp_path):
+    legacy, current = tmp_path / "legacy.pth", tmp_path / "current.pth"
+    torch.save(official["lite"], legacy, _use_new_zipfile_serialization=False)
+    torch.save(official["lite"], current)
+    assert_same_weights(load_pretrained(legacy), load_pretrained(current))
+
+
+def test_a_folder_is_named(tmp_path):
+    with pytest.raises(IsADirectoryError, match=r"is a folder, not a file"):
+        load_pretrained(tmp_path)

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from utils.inference.outputs import write_outputs
+from utils.inference.outputs import OUTPUT_KINDS, write_outputs
 from utils.inference.predictor import Predictor
 from utils.io.images import IMAGE_EXTENSIONS, find_images, read_image
 from utils.metrics.prepare import prob_to_uint8
@@ -22,7 +22,14 @@ R = TypeVar("R")
 
 
 def list_inputs(source: Path, output: Path) -> list[tuple[str, Path]]:
-    """``(key, path)`` of every input image; ``key`` is the output name without extension."""
+    """``(key, path)`` of every input image; ``key`` is the output name without extension.
+
+    Outputs are never read as inputs: an output folder inside the input folder is skipped, and
+    ValueError refuses an output folder equal to the input folder (its maps/, masks/, ... would
+    be read back on the next run) or an input inside one of the output's kind folders (its
+    images would be overwritten by their own outputs).
+    """
+    check_not_overlapping(source, output)
     if source.is_file():
         return [(source.stem, source)]
     if not source.is_dir():
@@ -31,6 +38,26 @@ def list_inputs(source: Path, output: Path) -> list[tuple[str, Path]]:
     if not found:
         raise FileNotFoundError(f"{source} holds no image file ({', '.join(IMAGE_EXTENSIONS)})")
     return sorted(found.items())
+
+
+def check_not_overlapping(source: Path, output: Path) -> None:
+    """ValueError when the output folder ``output`` is the input folder ``source``, or when
+    ``source`` lies in one of the folders that :data:`OUTPUT_KINDS` write under ``output``."""
+    source, output = source.resolve(), output.resolve()
+    if source == output:
+        raise ValueError(
+            f"the output folder {output} is the input folder: its outputs "
+            f"({', '.join(f'{folder}/' for folder, _ in OUTPUT_KINDS.values())}) would be read "
+            "back as inputs by the next run; choose another output folder, for example a new "
+            f"sub-folder {output / 'pred'} (an output folder inside the input folder is skipped)"
+        )
+    for folder, _ in OUTPUT_KINDS.values():
+        kind_folder = output / folder
+        if source == kind_folder or kind_folder in source.parents:
+            raise ValueError(
+                f"the input {source} lies in the output folder {kind_folder}, where its images "
+                "would be overwritten by their own outputs; choose another output folder"
+            )
 
 
 def read_ahead(

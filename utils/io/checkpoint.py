@@ -12,6 +12,7 @@ from typing import Any
 import torch
 
 from utils.io.atomic import atomic_write
+from utils.io.file_kinds import not_torch_reason
 
 CHECKPOINT_VERSION = 1
 SHOWN_KEYS = 5
@@ -32,23 +33,29 @@ def load_weights_only(path: str | Path, what: str = "weights file") -> Any:
 
     Besides tensors and plain containers, ``argparse.Namespace`` is allowed (the ``args`` that
     training scripts store beside the weights). Raises ``FileNotFoundError`` for a missing file
-    and ``ValueError`` naming ``path`` for a file that is not a readable PyTorch file (an image,
-    a JSON file, a truncated download), or one that would need arbitrary unpickling (which can
-    run any code, so it is refused).
+    and ``ValueError`` naming ``path`` for a file that is not a readable PyTorch file, saying what
+    it is when its first bytes tell (ONNX, a zip or torch archive cut short, a web page, an image,
+    text, an empty file: see :func:`utils.io.file_kinds.not_torch_reason`), or for one that would
+    need arbitrary unpickling (which can run any code, so it is refused).
     """
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{what} {path} is a folder, not a file")
     if not path.is_file():
         raise FileNotFoundError(f"{what} {path} does not exist")
+    not_torch = f"{path} is not a PyTorch weights file (a torch.save output)"
+    reason = not_torch_reason(path)
+    if reason is not None:
+        raise ValueError(f"{not_torch}: {reason}")
     try:
         with torch.serialization.safe_globals([argparse.Namespace]):
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         found = re.search(r"GLOBAL (\S+)", str(err))
         if found is None:
-            reason = re.search(r"Unsupported [^\n.]*", str(err))
+            unsupported = re.search(r"Unsupported [^\n.]*", str(err))
             raise ValueError(
-                f"{path} is not a PyTorch weights file (a torch.save output)"
-                + (f": {reason.group(0)}" if reason else "")
+                not_torch + (f": {unsupported.group(0)}" if unsupported else "")
             ) from err
         raise ValueError(
             f"{path} is refused: it is not a weights-only file (it stores {found.group(1)}), and "
@@ -56,6 +63,13 @@ def load_weights_only(path: str | Path, what: str = "weights file") -> Any:
             "source, load it once with torch.load(..., weights_only=False) and torch.save only "
             "its state dict."
         ) from err
+    except (EOFError, RuntimeError) as err:  # a legacy (pickle) file cut short
+        if isinstance(err, EOFError) or "unexpected EOF" in str(err):
+            raise ValueError(
+                f"{path} is a PyTorch file cut short (it ends too early): an interrupted "
+                "download or copy? fetch the file again"
+            ) from err
+        raise ValueError(f"{path} is not a readable PyTorch file: {err!r}") from err
     except Exception as err:  # torch.load raises many kinds for files that are not its own
         raise ValueError(f"{path} is not a readable PyTorch file: {err!r}") from err
 
