@@ -22,7 +22,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description="Score the prediction maps in PRED_DIR against the masks in GT_DIR. Files "
         "are paired by their path relative to the folder, without extension (then by unique "
-        "file name); both are read as 8-bit grey, and GT > 128 is foreground.",
+        "file name); predictions are read as 8-bit grey, masks by the mask rule (0/1-encoded masks "
+        "as 0/255, coloured palette PNGs as label maps); GT > 128 is foreground.",
     )
     parser.add_argument(
         "--pred", required=True, help="folder of prediction maps (searched recursively)"

@@ -14,11 +14,16 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from utils.io.images import count_01_masks
 from utils.preprocessing import DEFAULT_INPUT_SIZE, PAD_COLOUR, normalise_
+from utils.runtime.logs import get_logger
 
 _GREY_WEIGHTS = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # RGB -> luma
 
 _Init = TypeVar("_Init", bound=Callable[..., None])
+
+MASKS_CHECKED = 32
+"""How many masks (evenly spaced) a ``BaseDataSet`` checks for the 0/1-encoding notice."""
 
 
 def sample_rng(item: int | tuple[int, int, int]) -> tuple[int, np.random.Generator]:
@@ -245,6 +250,11 @@ class BaseDataSet(SeededDataSet):
     :class:`ImageTransform` built from the other keyword arguments (``base_size``,
     ``crop_size``, ``scale_range``, ``flip``, ``rotate``, ``blur``, ``color_jitter``; see there).
     Items are as in :class:`SeededDataSet`: seeded by ``(index, seed, epoch)``, normalised.
+
+    Masks should be read with :func:`utils.io.images.read_mask` (the mask rule: 0/1-encoded
+    masks become 0/255). When ``_mask_paths`` names the mask files, :data:`MASKS_CHECKED` of them
+    (evenly spaced) are read once at construction and, if any is 0/1-encoded, one warning line on
+    the ``u2seg`` logger says how many; ``self.binary_01_masks`` is ``(0/1-encoded, checked)``.
     """
 
     @takes_fields_of(ImageTransform)
@@ -253,6 +263,27 @@ class BaseDataSet(SeededDataSet):
     ) -> None:
         self.transform = ImageTransform(**transform)
         super().__init__(data_dir, split, augment)
+        self.binary_01_masks = self._check_mask_encoding()
+
+    def _mask_paths(self) -> Sequence[str]:
+        """The mask files (for the 0/1-encoding notice); by default none, so nothing is checked."""
+        return []
+
+    def _check_mask_encoding(self) -> tuple[int, int]:
+        """Read up to :data:`MASKS_CHECKED` masks and warn once if some are 0/1-encoded."""
+        paths = self._mask_paths()
+        found, checked = count_01_masks(paths, MASKS_CHECKED)
+        if found:
+            get_logger().warning(
+                "%s(split=%r): %d of %d masks checked (evenly spaced over %d) are 0/1-encoded "
+                "(maximum 1); every such mask is read as 0/255",
+                type(self).__name__,
+                self.split,
+                found,
+                checked,
+                len(paths),
+            )
+        return found, checked
 
     def _load_data(self, index: int) -> tuple[np.ndarray, np.ndarray, str]:
         """Return (HxWx3 uint8 RGB image, HxW uint8 mask in 0..255, sample id)."""

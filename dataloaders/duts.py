@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -26,7 +27,9 @@ class DUTSDataset(BaseDataSet):
     """DUTS: ``<data_dir>/DUTS-TR/DUTS-TR-{Image,Mask}`` and ``DUTS-TE/DUTS-TE-{Image,Mask}``.
 
     Images and masks are paired by file name without extension; ``split`` is "train" or "test".
-    Other arguments are those of ``BaseDataSet``.
+    Masks are read with the mask rule of :func:`utils.io.images.read_mask` (0/1-encoded masks
+    become 0/255; a notice says how many of the masks checked are). Other arguments are those of
+    ``BaseDataSet``.
     """
 
     def __init__(self, data_dir: str, split: str = "train", **kwargs: Any) -> None:
@@ -57,6 +60,9 @@ class DUTSDataset(BaseDataSet):
         if no_image:
             raise ValueError(_unmatched(no_image, "masks", mask_dir, "image", image_dir))
         self.files = [(str(images[s]), str(masks[s])) for s in sorted(images)]
+
+    def _mask_paths(self) -> Sequence[str]:
+        return [mask for _, mask in self.files]
 
     def _load_data(self, index: int) -> tuple[np.ndarray, np.ndarray, str]:
         image_path, mask_path = self.files[index]

@@ -21,7 +21,7 @@ from tests.helpers import ROOT, write_png, write_raw_png
 from train import registries
 from utils import config as cfg
 from utils.config import accepted_args
-from utils.io.images import ImageNameClash, find_images, read_image, read_mask
+from utils.io.images import ImageNameClash, find_images, read_grey, read_image, read_mask
 from utils.preprocessing import IMAGENET_MEAN, IMAGENET_STD
 
 AUGMENT = {"base_size": 64, "crop_size": 56, "scale_range": [0.9, 1.3], "rotate": 25.0}
@@ -90,8 +90,9 @@ def test_read_image_and_mask_formats(tmp_path: Path) -> None:
     assert np.array_equal(read_image(tmp_path / "palette.png"), expected)
     grey_of_colour = round(0.299 * 200 + 0.587 * 10 + 0.114 * 50)
     assert np.array_equal(
-        read_mask(tmp_path / "palette.png"), np.array([[0, grey_of_colour], [grey_of_colour, 0]])
+        read_grey(tmp_path / "palette.png"), np.array([[0, grey_of_colour], [grey_of_colour, 0]])
     )
+    assert read_mask(tmp_path / "palette.png").tolist() == [[0, 255], [255, 0]]  # a label map
 
     write_raw_png(tmp_path / "grey_alpha.png", 2, 4, bytes([10, 255, 250, 0]))
     assert read_mask(tmp_path / "grey_alpha.png").tolist() == [[10, 250]]

@@ -14,7 +14,7 @@ import torch
 
 import evaluate
 from tests.helpers import ROOT, write_png
-from utils.io.images import read_mask
+from utils.io.images import read_grey, read_mask
 from utils.metrics import METRIC_NAMES, SODMetrics, prob_to_uint8
 from utils.metrics.folders import (
     EvaluationError,
@@ -29,6 +29,7 @@ EXTRA_KEYS = (
     "unmatched_predictions",
     "resized_predictions",
     "unreadable",
+    "binary_01_masks",
 )
 
 
@@ -103,11 +104,12 @@ def test_cli_table_json_and_reports(folders, tmp_path):
     assert result["unmatched_predictions"] == ["extra.png"]
     assert result["resized_predictions"] == 1
     assert result["unreadable"] == []
+    assert result["binary_01_masks"] == 0 and "0/1-encoded" not in proc.stderr
 
     # the same numbers as SODMetrics fed the files (list input: resizes img_3, batches the rest)
     pairs, _, _ = pair_files(pred_dir, gt_dir)
     reference = SODMetrics()
-    reference.update([read_mask(p) for p, _ in pairs], [read_mask(g) for _, g in pairs])
+    reference.update([read_grey(p) for p, _ in pairs], [read_mask(g) for _, g in pairs])
     for name, value in reference.compute().items():
         assert result[name] == pytest.approx(value, abs=1e-12), name
 
@@ -131,6 +133,37 @@ def test_saved_pngs_equal_float_probabilities(tmp_path):
     assert result["num_pairs"] == 7
     for name in METRIC_NAMES:
         assert result[name] == pytest.approx(expected[name], abs=1e-12), name
+
+
+def test_binary_01_ground_truth_is_read_as_0_255_and_counted(tmp_path):
+    """A perfect prediction of 0/1-encoded masks scores 1 (not 0), and the masks are counted."""
+    _, masks = smooth_maps(2, 3)
+    for i, mask in enumerate(masks):
+        write_png(tmp_path / "pred" / f"{i}.png", mask.astype(np.uint8) * 255)
+        write_png(tmp_path / "gt" / f"{i}.png", mask.astype(np.uint8))  # 0/1
+    write_png(tmp_path / "pred" / "3.png", np.full((8, 8), 200, np.uint8))
+    write_png(tmp_path / "gt" / "3.png", np.full((8, 8), 255, np.uint8))  # 0/255: not counted
+    out = tmp_path / "scores.json"
+    proc = run_cli("--pred", tmp_path / "pred", "--gt", tmp_path / "gt", "--json", out)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(out.read_text())
+    assert result["maxF"] == pytest.approx(1.0) and result["IoU"] == pytest.approx(1.0)
+    assert result["MAE"] < 0.1
+    assert result["binary_01_masks"] == 3
+    assert "3 of 4 ground-truth masks are 0/1-encoded (maximum 1); they were read as 0/255" in (
+        proc.stderr
+    )
+
+
+def test_prediction_maps_are_not_rescaled(tmp_path):
+    """Only ground truth gets the mask rule: a 0/1 prediction map stays (nearly) black."""
+    _, masks = smooth_maps(3, 2)
+    for i, mask in enumerate(masks):
+        write_png(tmp_path / "pred" / f"{i}.png", mask.astype(np.uint8))  # 0/1 prediction
+        write_png(tmp_path / "gt" / f"{i}.png", mask.astype(np.uint8) * 255)
+    settings = EvaluationSettings(metrics=["IoU", "MAE"], workers=0, progress=False)
+    result = evaluate_folders(tmp_path / "pred", tmp_path / "gt", settings)
+    assert result["IoU"] == 0.0 and result["binary_01_masks"] == 0
 
 
 def test_missing_folder_exits_2(tmp_path, folders, capsys):

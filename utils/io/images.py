@@ -1,8 +1,10 @@
-"""Image files with OpenCV: finding them, reading 8-bit RGB images and masks, writing atomically."""
+"""Image files with OpenCV: finding them, reading 8-bit RGB images, grey maps and masks (with the
+mask rule of :func:`read_mask`), writing atomically."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import cv2
@@ -70,24 +72,39 @@ def _refuse_clashes(folder: Path, found: dict[str, list[Path]]) -> None:
         )
 
 
-def _decode(path: str | os.PathLike, expected: str) -> np.ndarray:
-    """Decode ``path`` as stored (no EXIF rotation, alpha kept) and scale 16-bit data to 8 bits."""
+def _file_bytes(path: str | os.PathLike, expected: str) -> np.ndarray:
+    """The bytes of ``path`` (unlike cv2.imread, this handles non-ASCII paths)."""
     try:
-        data = np.fromfile(path, dtype=np.uint8)  # unlike cv2.imread, handles non-ASCII paths
+        return np.fromfile(path, dtype=np.uint8)
     except OSError as e:
         raise OSError(f"cannot read {path}: {e.strerror or e}; expected {expected}") from e
+
+
+def _decode_stored(data: np.ndarray, path: str | os.PathLike, expected: str) -> np.ndarray:
+    """Decode the file bytes ``data`` as stored: 8- or 16-bit, HxW or HxWx3/4 (BGR, BGRA), no
+    EXIF rotation, alpha kept; palette images are expanded to their colours."""
     array = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
     if array is None:
         raise OSError(f"{path} is empty, corrupt or not an image; expected {expected}")
-    if array.dtype == np.uint16:
-        array = ((array.astype(np.uint32) + 128) // 257).astype(np.uint8)  # round(x / 257)
-    elif array.dtype != np.uint8:
+    if array.dtype not in (np.uint8, np.uint16):
         raise OSError(f"{path} has unsupported pixel type {array.dtype}; expected {expected}")
     if array.ndim == 3 and array.shape[2] == 1:
         array = array[:, :, 0]
     if array.ndim != 2 and not (array.ndim == 3 and array.shape[2] in (3, 4)):
         raise OSError(f"{path} has unsupported shape {array.shape}; expected {expected}")
     return array
+
+
+def _to_8_bits(array: np.ndarray) -> np.ndarray:
+    """16-bit data scaled to 8 bits, ``round(x / 257)``; 8-bit data unchanged."""
+    if array.dtype == np.uint16:
+        return ((array.astype(np.uint32) + 128) // 257).astype(np.uint8)
+    return array
+
+
+def _decode(path: str | os.PathLike, expected: str) -> np.ndarray:
+    """Decode ``path`` as stored (no EXIF rotation, alpha kept) and scale 16-bit data to 8 bits."""
+    return _to_8_bits(_decode_stored(_file_bytes(path, expected), path, expected))
 
 
 _JPEG_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
@@ -158,18 +175,100 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     return cv2.cvtColor(array, cv2.COLOR_BGRA2RGB if array.shape[2] == 4 else cv2.COLOR_BGR2RGB)
 
 
-def read_mask(path: str | os.PathLike) -> np.ndarray:
-    """Read a mask as HxW uint8 in 0..255 (foreground is bright).
-
-    Colour masks (including palette PNGs, which are expanded to their palette colours) are
-    converted with ``cv2.COLOR_BGR2GRAY`` (0.299 R + 0.587 G + 0.114 B), so white stays 255 but a
-    dark palette colour becomes a dark grey; alpha is dropped and 16-bit data is scaled to 8 bits.
-    Raises ``OSError`` naming the path for a missing, unreadable or corrupt file.
-    """
-    array = _decode(path, "an 8- or 16-bit greyscale (or colour) mask")
+def _to_grey(array: np.ndarray) -> np.ndarray:
+    """An HxW, BGR or BGRA array as HxW grey (``cv2.COLOR_BGR2GRAY``, alpha dropped)."""
     if array.ndim == 2:
         return array
     return cv2.cvtColor(array, cv2.COLOR_BGRA2GRAY if array.shape[2] == 4 else cv2.COLOR_BGR2GRAY)
+
+
+def read_grey(path: str | os.PathLike) -> np.ndarray:
+    """Read any image as HxW uint8 grey, values as stored (for prediction maps; masks are read
+    with :func:`read_mask`).
+
+    Colour images (including palette PNGs, expanded to their palette colours) are converted with
+    ``cv2.COLOR_BGR2GRAY`` (0.299 R + 0.587 G + 0.114 B); alpha is dropped and 16-bit data is
+    scaled to 8 bits. Raises ``OSError`` naming the path for a missing, unreadable or corrupt file.
+    """
+    return _to_grey(_decode(path, "an 8- or 16-bit greyscale (or colour) image"))
+
+
+def _png_palette(data: np.ndarray) -> np.ndarray | None:
+    """The Nx3 RGB palette (``PLTE``) of a palette PNG (colour type 3), else None."""
+    if data[:8].tobytes() != b"\x89PNG\r\n\x1a\n" or data[12:16].tobytes() != b"IHDR":
+        return None
+    if data.size < 26 or data[25] != 3:
+        return None
+    offset = 8
+    while offset + 8 <= data.size:
+        length = int.from_bytes(data[offset : offset + 4].tobytes(), "big")
+        kind = data[offset + 4 : offset + 8].tobytes()
+        if kind == b"PLTE":
+            body = data[offset + 8 : offset + 8 + length]
+            return body[: body.size // 3 * 3].reshape(-1, 3)
+        if kind in (b"IDAT", b"IEND"):
+            return None
+        offset += 12 + length
+    return None
+
+
+def read_mask_flagged(path: str | os.PathLike) -> tuple[np.ndarray, bool]:
+    """Read a mask as :func:`read_mask` does; also return whether it was 0/1-encoded.
+
+    The flag is true when the 0/1 rule of :func:`read_mask` scaled the mask to 0/255 (so an
+    all-zero mask is never flagged, and neither is a palette label map).
+    """
+    expected = "an 8- or 16-bit greyscale (or colour) mask"
+    data = _file_bytes(path, expected)
+    stored = _decode_stored(data, path, expected)
+    palette = _png_palette(data)
+    if stored.ndim == 3 and palette is not None and (palette != palette[:, :1]).any():
+        background = palette[0, ::-1]  # a coloured palette: a label map; BGR, as decoded
+        foreground = (stored[:, :, :3] != background).any(axis=2)
+        return foreground.astype(np.uint8) * np.uint8(255), False
+    if stored.dtype == np.uint16 and stored.max(initial=0) == 1:
+        stored = stored.astype(np.uint8)  # 16-bit 0/1: would be 0 after scaling to 8 bits
+    mask = _to_grey(_to_8_bits(stored))
+    if mask.max(initial=0) == 1:  # values 0 and 1 only
+        return mask * np.uint8(255), True
+    return mask, False
+
+
+def read_mask(path: str | os.PathLike) -> np.ndarray:
+    """Read a ground-truth mask as HxW uint8 in 0..255 (foreground is bright).
+
+    The mask rule (every SOD mask is read by it: datasets, validation, ``evaluate.py``):
+
+    - the image is read as 8-bit grey like :func:`read_grey` (colour with
+      ``cv2.COLOR_BGR2GRAY``, alpha dropped, 16-bit data scaled by 1/257), except for the two
+      cases below;
+    - 0/1 encoding: a mask whose maximum is 1 (values 0 and 1 only; for 16-bit data, as stored)
+      is multiplied by 255; 0/255 and soft 0..255 masks are unchanged;
+    - a palette PNG whose palette has a non-grey colour is a label map (VOC style): foreground
+      (255) is every pixel whose colour differs from the colour of palette index 0, i.e. any
+      non-zero index (unless it repeats that colour); a palette of greys only is read as those
+      grey values (as a grey PNG would be), then the 0/1 rule applies.
+
+    Raises ``OSError`` naming the path for a missing, unreadable or corrupt file. See
+    :func:`read_mask_flagged` for whether the 0/1 rule applied, :func:`count_01_masks` to count.
+    """
+    return read_mask_flagged(path)[0]
+
+
+def count_01_masks(paths: Sequence[str | os.PathLike], limit: int | None = None) -> tuple[int, int]:
+    """``(0/1-encoded, checked)``: how many of ``paths`` (at most ``limit`` of them, evenly
+    spaced, the first included; all when None) :func:`read_mask` reads with its 0/1 rule.
+    Unreadable files are skipped (their error comes when they are used)."""
+    if limit is not None and len(paths) > limit:
+        paths = [paths[i * len(paths) // limit] for i in range(limit)]
+    found = checked = 0
+    for path in paths:
+        try:
+            found += read_mask_flagged(path)[1]
+        except OSError:
+            continue
+        checked += 1
+    return found, checked
 
 
 def write_image(path: str | os.PathLike, array: np.ndarray, quality: int = 95) -> None:

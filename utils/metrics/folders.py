@@ -11,9 +11,12 @@ when that name occurs exactly once in the whole GT tree and once in the whole pr
 (so a flat prediction folder matches a GT tree with sub-folders, and nothing is ever guessed).
 Two files of one folder with the same relative path but different extensions are an error.
 
-Reading: both files are read as 8-bit grey with :func:`utils.io.images.read_mask` (colour maps
-are converted with ``COLOR_BGR2GRAY``, alpha is dropped, 16-bit data is scaled to 8 bits). A
-file that cannot be read is skipped and reported (``"unreadable"``); the others are scored.
+Reading: predictions are read as 8-bit grey with :func:`utils.io.images.read_grey` (colour maps
+are converted with ``COLOR_BGR2GRAY``, alpha is dropped, 16-bit data is scaled to 8 bits); ground
+truth with :func:`utils.io.images.read_mask`, the same plus the mask rule (a 0/1-encoded mask is
+read as 0/255, a coloured palette PNG as label map), and the 0/1-encoded masks are counted
+(``"binary_01_masks"``). A file that cannot be read is skipped and reported (``"unreadable"``);
+the others are scored.
 """
 
 from __future__ import annotations
@@ -33,7 +36,13 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from utils.io.images import IMAGE_EXTENSIONS, ImageNameClash, find_images, read_mask
+from utils.io.images import (
+    IMAGE_EXTENSIONS,
+    ImageNameClash,
+    find_images,
+    read_grey,
+    read_mask_flagged,
+)
 from utils.metrics import METRIC_NAMES, SODMetrics
 
 Pair = tuple[Path, Path]
@@ -136,23 +145,25 @@ class EvaluationSettings:
             object.__setattr__(self, "metrics", tuple(self.metrics))
 
 
-def _read_pair(pair: Pair) -> tuple[np.ndarray, np.ndarray]:
-    """The 8-bit prediction and mask of a pair; raises OSError (naming the file) when one of the
-    two files cannot be read."""
-    return read_mask(pair[0]), read_mask(pair[1])
+def _read_pair(pair: Pair) -> tuple[np.ndarray, np.ndarray, bool]:
+    """The 8-bit prediction and mask of a pair and whether the mask was 0/1-encoded; raises
+    OSError (naming the file) when one of the two files cannot be read."""
+    pred = read_grey(pair[0])
+    gt, binary_01 = read_mask_flagged(pair[1])
+    return pred, gt, binary_01
 
 
 def _read_chunk(
     chunk: Sequence[Pair], executor: ThreadPoolExecutor | None
-) -> tuple[list[np.ndarray], list[np.ndarray], list[str]]:
+) -> tuple[list[np.ndarray], list[np.ndarray], list[str], int]:
     """Read the pairs of ``chunk`` (in ``executor``'s threads, or in this one when ``None``).
 
-    Returns the predictions and the masks read (uint8 HxW arrays, in the order of ``chunk``) and
-    the error message of every unreadable pair.
+    Returns the predictions and the masks read (uint8 HxW arrays, in the order of ``chunk``), the
+    error message of every unreadable pair and how many of the masks read were 0/1-encoded.
     """
     # One call per pair that returns its images or raises OSError: the result of a future
     # (all the pair reads are submitted at once) or the read itself.
-    reads: list[Callable[[], tuple[np.ndarray, np.ndarray]]] = (
+    reads: list[Callable[[], tuple[np.ndarray, np.ndarray, bool]]] = (
         [executor.submit(_read_pair, pair).result for pair in chunk]
         if executor
         else [partial(_read_pair, pair) for pair in chunk]
@@ -160,15 +171,17 @@ def _read_chunk(
     preds: list[np.ndarray] = []
     gts: list[np.ndarray] = []
     errors: list[str] = []
+    binary_01 = 0
     for read in reads:
         try:
-            pred, gt = read()
+            pred, gt, flagged = read()
         except OSError as err:
             errors.append(str(err))
             continue
         preds.append(pred)
         gts.append(gt)
-    return preds, gts, errors
+        binary_01 += flagged
+    return preds, gts, errors, binary_01
 
 
 def evaluate_pairs(
@@ -180,13 +193,14 @@ def evaluate_pairs(
     as lists, which batches equal-size images and resizes a prediction to its GT's size
     (bilinear on the 0..255 values). Returns the metric values (in :class:`SODMetrics` order)
     and ``num_pairs`` (pairs scored), ``resized_predictions`` (how many had another size than
-    their GT) and ``unreadable`` (the error message, naming the file, of every skipped pair).
+    their GT), ``unreadable`` (the error message, naming the file, of every skipped pair) and
+    ``binary_01_masks`` (how many GT masks scored were 0/1-encoded, read as 0/255).
     Raises :class:`EvaluationError` when no pair could be read.
     """
     settings = settings or EvaluationSettings()
     scorer = SODMetrics(settings.device, settings.metrics)
     unreadable: list[str] = []
-    resized = 0
+    resized = binary_01 = 0
     pool = ThreadPoolExecutor(settings.workers) if settings.workers > 0 else nullcontext()
     quiet = None if settings.progress else True  # tqdm's disable: None hides it off a TTY
     with (
@@ -195,8 +209,9 @@ def evaluate_pairs(
     ):
         for start in range(0, len(pairs), settings.batch_size):
             chunk = pairs[start : start + settings.batch_size]
-            preds, gts, errors = _read_chunk(chunk, executor)
+            preds, gts, errors, flagged = _read_chunk(chunk, executor)
             unreadable += errors
+            binary_01 += flagged
             resized += sum(pred.shape != gt.shape for pred, gt in zip(preds, gts, strict=True))
             if preds:
                 scorer.update(preds, gts)
@@ -209,6 +224,7 @@ def evaluate_pairs(
         "num_pairs": scorer.num_images,
         "resized_predictions": resized,
         "unreadable": unreadable,
+        "binary_01_masks": binary_01,
     }
 
 
@@ -222,7 +238,8 @@ def evaluate_folders(
 
     Returns the JSON-ready result: every metric (in :class:`SODMetrics` order), ``num_pairs``,
     ``missing_predictions`` (GT files without a prediction), ``unmatched_predictions``
-    (predictions without a GT file), ``resized_predictions`` and ``unreadable``. Raises
+    (predictions without a GT file), ``resized_predictions``, ``unreadable`` and
+    ``binary_01_masks``. Raises
     :class:`EvaluationError` for a missing or empty folder, an ambiguous name, when no pair is
     found or when no pair can be read.
     """
@@ -234,7 +251,7 @@ def evaluate_folders(
             f"{unmatched[0]!r}); files are paired by relative path without extension"
         )
     result = evaluate_pairs(pairs, settings)
-    extras = ("num_pairs", "resized_predictions", "unreadable")
+    extras = ("num_pairs", "resized_predictions", "unreadable", "binary_01_masks")
     return {
         **{name: value for name, value in result.items() if name not in extras},
         "num_pairs": result["num_pairs"],
@@ -242,6 +259,7 @@ def evaluate_folders(
         "unmatched_predictions": unmatched,
         "resized_predictions": result["resized_predictions"],
         "unreadable": result["unreadable"],
+        "binary_01_masks": result["binary_01_masks"],
     }
 
 
@@ -266,7 +284,8 @@ def print_report(
     results: dict[str, Any], pred_dir: str | os.PathLike, gt_dir: str | os.PathLike
 ) -> None:
     """Print the result of :func:`evaluate_folders`: file lists (missing, unmatched, unreadable)
-    on stderr, then the pair count and the metric table on stdout."""
+    and the count of 0/1-encoded masks (when there are any) on stderr, then the pair count and
+    the metric table on stdout."""
     for key, title in (
         ("missing_predictions", "ground-truth files without a prediction (not scored)"),
         ("unmatched_predictions", "predictions without a ground-truth file (ignored)"),
@@ -274,6 +293,12 @@ def print_report(
     ):
         if results[key]:
             print(format_file_list(title, results[key]), file=sys.stderr)
+    if results.get("binary_01_masks"):
+        print(
+            f"{results['binary_01_masks']} of {results['num_pairs']} ground-truth masks are "
+            "0/1-encoded (maximum 1); they were read as 0/255",
+            file=sys.stderr,
+        )
     print(f"{results['num_pairs']} pairs  (predictions: {pred_dir}, ground truth: {gt_dir})")
     if results["resized_predictions"]:
         print(f"{results['resized_predictions']} predictions resized to their ground truth's size")
