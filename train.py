@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from pathlib import Path
 from typing import Any
@@ -10,12 +11,15 @@ from typing import Any
 from base.base_trainer import NonFiniteLossError
 from utils import config as cfg
 from utils.io.checkpoint import load_checkpoint
-from utils.io.run_dir import new_run_dir
+from utils.io.run_dir import has_results, new_run_dir, remove_run_dir
 from utils.runtime.cpu_memory import keep_freed_memory
 from utils.runtime.distributed import LaunchError, broadcast_object, cleanup, is_main_process
 from utils.runtime.execution import Execution, setup_execution
-from utils.runtime.logs import get_logger, setup_logging
+from utils.runtime.logs import close_log_file, get_logger, log_to_file, setup_logging
 from utils.runtime.seeding import seed_everything
+
+EXPECTED_ERRORS = (cfg.ConfigError, ValueError, OSError, LaunchError, NonFiniteLossError)
+"""The errors that end a run with a message (``error: ...``) and no traceback."""
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -91,9 +95,11 @@ def error_message(err: BaseException) -> str:
 
 
 def main(argv: list[str] | None = None) -> Path:
-    """Build everything from the config and train; returns the run folder."""
-    from trainer import Trainer
+    """Build everything from the config and train; returns the run folder.
 
+    The error that ends a run is written to ``train.log`` too; a new run that ends before
+    anything was saved (no checkpoint, no ``metrics.jsonl`` line) removes its run folder.
+    """
     args = parse_args(argv)
     known = registries()
     config = resolve_config(args, known)
@@ -107,6 +113,44 @@ def main(argv: list[str] | None = None) -> Path:
         run_dir = new_run_dir(config["trainer"]["save_dir"], config["name"])
     run_dir = broadcast_object(run_dir)  # every process writes (if at all) into rank 0's folder
     setup_logging(run_dir, execution.is_main)
+    try:
+        return run(args, config, known, execution, run_dir)
+    except BaseException as err:
+        end_with(err, run_dir, created=not args.resume and execution.is_main)
+        raise
+
+
+def end_with(err: BaseException, run_dir: Path, created: bool) -> None:
+    """Record the exception that ends a run in ``train.log`` (the console gets it from the
+    ``__main__`` handler or the interpreter), and remove the run folder if this process created
+    it and nothing was saved there."""
+    logger = get_logger()
+    remove = created and not has_results(run_dir)
+    if isinstance(err, KeyboardInterrupt):
+        if remove:
+            logger.info("interrupted before anything was saved")
+        else:
+            logger.info("interrupted; the checkpoints in %s are intact", run_dir)
+    elif isinstance(err, EXPECTED_ERRORS):
+        log_to_file(logging.ERROR, f"error: {error_message(err)}")
+    else:
+        log_to_file(logging.ERROR, f"error: {err!r}", exc_info=err)
+    if remove:
+        close_log_file()
+        remove_run_dir(run_dir)
+        logger.info("nothing was saved: removed the run folder %s", run_dir)
+
+
+def run(
+    args: argparse.Namespace,
+    config: dict[str, Any],
+    known: cfg.Registries,
+    execution: Execution,
+    run_dir: Path,
+) -> Path:
+    """Build the model, data, loss and trainer in ``run_dir`` (logging set up) and train."""
+    from trainer import Trainer
+
     logger = get_logger()
     logger.info("run folder: %s", run_dir)
     logger.info("%s", describe(execution, config))
@@ -136,11 +180,7 @@ def main(argv: list[str] | None = None) -> Path:
         execution=execution,
         resume=args.resume,
     )
-    try:
-        trainer.train()
-    except KeyboardInterrupt:
-        logger.info("interrupted; the checkpoints in %s are intact", run_dir)
-        raise
+    trainer.train()
     logger.info("done; run folder: %s", run_dir)
     return run_dir
 
@@ -163,7 +203,7 @@ if __name__ == "__main__":
     status = 0
     try:
         main()
-    except (cfg.ConfigError, ValueError, OSError, LaunchError, NonFiniteLossError) as err:
+    except EXPECTED_ERRORS as err:
         if is_main_process():
             print(f"error: {error_message(err)}", file=sys.stderr)
         status = 1 if isinstance(err, NonFiniteLossError) else 2

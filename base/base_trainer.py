@@ -12,7 +12,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from utils import config as cfg
-from utils.io.atomic import write_json
+from utils.io.atomic import remove_stale_temporaries, write_json
 from utils.io.checkpoint import (
     CHECKPOINT_VERSION,
     check_state_dict,
@@ -102,6 +102,14 @@ class BaseTrainer(ABC):
         self.not_improved = 0
         self.start_epoch = 1
         self.metrics_log = MetricsLog(self.run_dir / "metrics.jsonl")
+        if self.is_main:
+            stale = remove_stale_temporaries(self.run_dir)
+            if stale:
+                self.logger.info(
+                    "removed %d temporary file(s) of interrupted saves: %s",
+                    len(stale),
+                    ", ".join(p.name for p in stale),
+                )
         if resume is not None:
             self._resume(Path(resume))
         elif self.is_main:
@@ -136,6 +144,13 @@ class BaseTrainer(ABC):
 
     def train(self) -> None:
         """Run the remaining epochs; stop early once the monitor stalls ``early_stop`` times."""
+        try:
+            self._train_epochs()
+        finally:
+            if self.writer is not None:
+                self.writer.close()
+
+    def _train_epochs(self) -> None:
         for epoch in range(self.start_epoch, self.epochs + 1):
             for loader in (self.train_loader, self.val_loader):
                 if loader is not None and hasattr(loader.sampler, "set_epoch"):
@@ -170,8 +185,6 @@ class BaseTrainer(ABC):
                     self.early_stop,
                 )
                 break
-        if self.writer is not None:
-            self.writer.close()
 
     def _update_monitor(self, record: dict[str, Any]) -> bool:
         if self.monitor_metric is None:
@@ -260,7 +273,12 @@ class BaseTrainer(ABC):
         self.start_epoch = state["epoch"] + 1
         set_rng_state(state["rng"])
         if self.is_main:
-            self.metrics_log.truncate_after(state["epoch"])
+            for number in self.metrics_log.truncate_after(state["epoch"]):
+                self.logger.warning(
+                    "%s line %d is torn or unreadable (an interrupted write): dropped",
+                    self.metrics_log.path,
+                    number,
+                )
             write_json(self.run_dir / "config.json", self.config)
         self.logger.info("resumed from %s: continuing at epoch %d", path, self.start_epoch)
 

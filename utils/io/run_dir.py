@@ -3,13 +3,17 @@ events and ``metrics.jsonl``."""
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import re
+import shutil
 import time
+from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
-from utils.io.atomic import write_text
+from utils.io.atomic import disk_full_error, write_text
 
 CHECKPOINT_PATTERN = re.compile(r"checkpoint-epoch(\d+)\.pth$")
 
@@ -37,20 +41,70 @@ def periodic_checkpoints(run_dir: Path) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
+def has_results(run_dir: Path) -> bool:
+    """Whether a run saved anything worth keeping: a checkpoint or a ``metrics.jsonl`` line."""
+    metrics = run_dir / "metrics.jsonl"
+    return any(run_dir.glob("*.pth")) or (metrics.is_file() and metrics.stat().st_size > 0)
+
+
+def remove_run_dir(run_dir: Path) -> None:
+    """Delete ``run_dir`` and then its ``runs/<name>`` and ``runs`` parents if they are empty."""
+    shutil.rmtree(run_dir, ignore_errors=True)
+    for parent in (run_dir.parent, run_dir.parent.parent):
+        try:
+            parent.rmdir()
+        except OSError:  # not empty (other runs), or already gone
+            break
+
+
 class MetricsLog:
-    """``metrics.jsonl``: one JSON object per epoch."""
+    """``metrics.jsonl``: one JSON object per epoch, appended as complete, synced lines."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
 
     def append(self, record: dict[str, Any]) -> None:
-        with self.path.open("a") as f:
-            f.write(json.dumps(record) + "\n")
+        """Append ``record`` as one line in one write, synced. A write that fails part-way (a
+        full disk) is cut off again, so the file holds complete lines only; a full disk raises
+        :class:`~utils.io.atomic.DiskFullError`."""
+        data = (json.dumps(record) + "\n").encode()
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            start = os.fstat(fd).st_size
+            try:
+                written = os.write(fd, data)
+                if written != len(data):  # a short write: the disk filled up
+                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+                os.fsync(fd)
+            except OSError as err:
+                with suppress(OSError):
+                    os.ftruncate(fd, start)
+                if err.errno == errno.ENOSPC:
+                    raise disk_full_error(self.path, len(data)) from err
+                raise
+        finally:
+            os.close(fd)
 
-    def truncate_after(self, epoch: int) -> None:
-        """Drop the lines of epochs after ``epoch`` (a resumed run writes them again)."""
+    def truncate_after(self, epoch: int) -> list[int]:
+        """Drop the lines of epochs after ``epoch`` (a resumed run writes them again), and any
+        torn or unreadable line (e.g. of a crash or a full disk while appending); returns the
+        numbers (from 1) of the lines dropped as unreadable."""
         if not self.path.exists():
-            return
-        lines = [line for line in self.path.read_text().splitlines() if line.strip()]
-        kept = [line for line in lines if json.loads(line)["epoch"] <= epoch]
+            return []
+        kept, unreadable = [], []
+        text = self.path.read_bytes().decode("utf-8", errors="replace")
+        for number, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+                line_epoch = record["epoch"]
+                if not isinstance(line_epoch, int):
+                    raise TypeError(f"epoch {line_epoch!r}")
+            except (ValueError, TypeError, KeyError):
+                unreadable.append(number)
+                continue
+            if line_epoch <= epoch:
+                kept.append(line)
         write_text(self.path, "".join(line + "\n" for line in kept))
+        return unreadable

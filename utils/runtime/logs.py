@@ -28,3 +28,25 @@ def setup_logging(run_dir: Path, main_process: bool = True) -> None:
     for handler in (logging.StreamHandler(sys.stdout), logging.FileHandler(run_dir / "train.log")):
         handler.setFormatter(logging.Formatter("%(asctime)s  %(message)s", "%H:%M:%S"))
         logger.addHandler(handler)
+
+
+def log_to_file(level: int, message: str, exc_info: BaseException | None = None) -> None:
+    """Write ``message`` to ``train.log`` only (not the console): for the error that ends a run,
+    which the script prints on stderr itself. Does nothing before :func:`setup_logging`, or in a
+    process that does not log."""
+    logger = get_logger()
+    error_info = None if exc_info is None else (type(exc_info), exc_info, exc_info.__traceback__)
+    record = logger.makeRecord(logger.name, level, "", 0, message, (), error_info)
+    for handler in logger.handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)
+
+
+def close_log_file() -> None:
+    """Close and detach the ``train.log`` handler (before the run folder is removed); the console
+    handler stays."""
+    logger = get_logger()
+    for handler in list(logger.handlers):
+        if isinstance(handler, logging.FileHandler):
+            handler.close()
+            logger.removeHandler(handler)
