@@ -263,13 +263,14 @@ class BaseTrainer(ABC):
         model.load_state_dict(saved)
         self.optimizer.load_state_dict(state["optimizer"])
         if self.lr_scheduler is not None and state["lr_scheduler"] is not None:
-            total_iters = self.lr_scheduler.total_iters  # the epochs may have been changed
-            self.lr_scheduler.load_state_dict(state["lr_scheduler"])
-            self.lr_scheduler.total_iters = total_iters
+            change = self.lr_scheduler.resume(state["lr_scheduler"])  # the epochs may differ
+            if change:
+                self.logger.info("%s", change)
         if self.train_step.scaler.is_enabled() and state.get("scaler"):
             self.train_step.scaler.load_state_dict(state["scaler"])
         self.monitor_best = state["monitor_best"]
         self.not_improved = state["not_improved"]
+        self._report_config_changes(state.get("config") or {})
         self.start_epoch = state["epoch"] + 1
         set_rng_state(state["rng"])
         if self.is_main:
@@ -281,6 +282,21 @@ class BaseTrainer(ABC):
                 )
             write_json(self.run_dir / "config.json", self.config)
         self.logger.info("resumed from %s: continuing at epoch %d", path, self.start_epoch)
+
+    def _report_config_changes(self, stored: dict[str, Any]) -> None:
+        """Log each config value that differs from the checkpoint's; a changed monitor starts
+        its best value afresh (comparing a new metric with the old one's best means nothing)."""
+        for change in cfg.config_changes(stored, self.config):
+            self.logger.info("config changed on resume: %s", change)
+        old_monitor = stored.get("trainer", {}).get("monitor", self.config["trainer"]["monitor"])
+        if old_monitor != self.config["trainer"]["monitor"]:
+            self.monitor_best = -math.inf if self.monitor_mode == "max" else math.inf
+            self.not_improved = 0
+            self.logger.info(
+                "trainer.monitor changed from %r: the best value and the early-stop count start "
+                "afresh",
+                old_monitor,
+            )
 
     def _check_finite(self, first_bad_step: torch.Tensor, epoch: int) -> None:
         """Stop (on every process) if any process saw a NaN or infinite loss.

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
+import train
+from tests.helpers import tiny_config
 from utils.config import config_changes
 from utils.training.lr_scheduler import Poly, WarmupCosine
 
@@ -63,3 +67,22 @@ def test_config_changes_lists_every_changed_key():
         "trainer.epochs: 8 -> 12",
     ]
     assert config_changes(old, old) == []
+
+
+def test_a_resume_logs_what_it_changes_and_a_new_monitor_starts_afresh(tmp_path):
+    run = train.main(["-c", str(tiny_config(tmp_path, epochs=2)), "-d", "cpu"])
+    train.main(
+        ["-r", str(run / "checkpoint-epoch2.pth"), "-d", "cpu", "--opt", "trainer.epochs=3",
+         "trainer.monitor=max Sm", "lr_scheduler.args.on_resume=continue_final"]
+    )  # fmt: skip
+    log = (run / "train.log").read_text()
+    assert "config changed on resume: trainer.epochs: 2 -> 3" in log
+    assert 'config changed on resume: trainer.monitor: "max maxF" -> "max Sm"' in log
+    assert "on_resume 'continue_final'" in log and "(was 4)" in log
+    assert "trainer.monitor changed from 'max maxF'" in log
+    best = torch.load(run / "best_model.pth", weights_only=True)
+    assert best["epoch"] == 3  # the first Sm validation after the change is the best so far
+    assert (
+        best["monitor_best"]
+        == json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])["Sm"]
+    )
