@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import numpy as np
 import torch
@@ -17,6 +18,15 @@ from utils.runtime.prefetcher import DataPrefetcher
 from utils.training.tensorboard import comparison_grid
 
 TB_PR_POINTS = 127  # the most points TensorBoard's PR-curve summary stores
+
+
+def _kept(flags: torch.Tensor, keys: list[Any]) -> torch.Tensor | None:
+    """Which samples of a batch (its sampler ``keys``: ``(index, seed, epoch)`` or indices) were
+    read, as a bool tensor, by their ``skipped`` flags; None when all were. A worker sets a
+    sample's flag before it hands over the batch, so the flags are complete when it arrives."""
+    indices = [key[0] if isinstance(key, tuple) else key for key in keys]
+    skipped = flags[indices]
+    return None if not skipped.any() else skipped == 0
 
 
 class Trainer(BaseTrainer):
@@ -34,6 +44,7 @@ class Trainer(BaseTrainer):
 
     def _train_epoch(self, epoch: int) -> dict[str, float]:
         self.model.train()
+        self._start_pass(self.train_loader)
         loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
         first_bad = torch.full((), -1, dtype=torch.int64, device=self.device)
         seen = 0
@@ -66,26 +77,44 @@ class Trainer(BaseTrainer):
         return {
             "loss": (totals[0] / totals[1].clamp(min=1)).item(),
             "lr": self.optimizer.param_groups[0]["lr"],
+            "bad_files": self._finish_pass("train", self.train_loader, seen, epoch),
         }
 
     @torch.no_grad()
     def _valid_epoch(self, epoch: int) -> dict[str, float]:
         """Score the validation images in float32 (whatever ``amp``) with the bare model: under
         DDP each process scores its share with rank 0's BatchNorm statistics and the metric
-        state is summed over processes."""
+        state is summed over processes. Samples that cannot be read are left out of the metrics
+        (their replacements are not scored) and counted in ``val_bad_files``."""
         model = unwrap(self.model).eval()
         broadcast_buffers_(model)  # the BatchNorm statistics rank 0 saves in its checkpoint
         metrics = SODMetrics(self.device)
         shown: list[tuple[torch.Tensor, ...]] = []
+        flags = self._start_pass(self.val_loader)
+        batch_sampler = getattr(self.val_loader, "batch_sampler", None)
+        batch_keys = None if flags is None or batch_sampler is None else iter(batch_sampler)
+        samples = 0
         for images, masks in self._progress(self.val_loader, "val", epoch):
+            samples += images.shape[0]
+            if batch_keys is not None:
+                keep = _kept(flags, next(batch_keys))
+                if keep is not None:
+                    if not keep.any():
+                        continue
+                    keep = keep.to(images.device)
+                    images, masks = images[keep], masks[keep]
             probs = model(images.contiguous(memory_format=self.train_step.memory_format))
             metrics.update(probs, masks)
             if self.writer is not None and sum(len(t[0]) for t in shown) < self.vis_samples:
                 shown.append((images, masks, probs))
+        bad_files = self._finish_pass("val", self.val_loader, samples, epoch)
         metrics.all_reduce()
         if self.writer is not None:
             self._log_validation(epoch, metrics, shown)
-        return metrics.compute()
+        scores = metrics.compute()
+        if bad_files:
+            scores["val_bad_files"] = bad_files
+        return scores
 
     def _log_validation(
         self, epoch: int, metrics: SODMetrics, shown: list[tuple[torch.Tensor, ...]]

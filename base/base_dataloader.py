@@ -82,6 +82,13 @@ def split_indices(n: int, val_split: float, seed: int) -> tuple[list[int], list[
     return sorted(order[n_val:].tolist()), sorted(order[:n_val].tolist())
 
 
+def _track_skipped(dataset: Dataset, indices: Sequence[int]) -> None:
+    """Have a ``SeededDataSet`` record its skipped (unreadable) samples for the trainer, with
+    replacements drawn from ``indices``, the loader's samples (see ``track_skipped``)."""
+    if hasattr(dataset, "track_skipped"):
+        dataset.track_skipped(indices)
+
+
 def _worker_init(_: int) -> None:
     cv2.setNumThreads(0)  # one OpenCV thread per worker: the workers already run in parallel
 
@@ -117,7 +124,9 @@ class BaseDataLoader(DataLoader):
     ``val_split`` holds out part of the dataset; ``split_validation()`` returns a loader over it
     that uses the deterministic validation transform. Under DDP each process loads its share
     (see :class:`SeededSampler`); ``evaluation`` (set by ``train.py`` for the validation loader)
-    shards without padding, so each image is scored exactly once.
+    shards without padding, so each image is scored exactly once. A sample whose files cannot be
+    read is replaced by the next readable one of the loader's samples and flagged in
+    ``dataset.skipped`` (see ``SeededDataSet.track_skipped``) for the trainer to count.
     """
 
     dataset_class: type[Dataset]
@@ -146,6 +155,7 @@ class BaseDataLoader(DataLoader):
         if val_split:
             indices, self.val_indices = split_indices(len(dataset), val_split, seed)
         self._val_settings = (batch_size, num_workers, seed)
+        _track_skipped(dataset, indices)
         super().__init__(
             **_loader_kwargs(dataset, indices, batch_size, shuffle, num_workers, seed, evaluation)
         )
@@ -156,6 +166,7 @@ class BaseDataLoader(DataLoader):
             return None
         val_set = copy.copy(self.dataset)
         val_set.augment = False
+        _track_skipped(val_set, self.val_indices)  # its own flags, not the training set's
         batch_size, num_workers, seed = self._val_settings
         return DataLoader(
             **_loader_kwargs(val_set, self.val_indices, batch_size, False, num_workers, seed, True)

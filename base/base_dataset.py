@@ -3,8 +3,10 @@ the SOD resizing and augmentation (``BaseDataSet``, whose settings are an ``Imag
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import inspect
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -14,7 +16,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from utils.io.images import count_01_masks
+from utils.io.images import count_01_masks, image_size
 from utils.preprocessing import DEFAULT_INPUT_SIZE, PAD_COLOUR, normalise_
 from utils.runtime.logs import get_logger
 
@@ -25,6 +27,15 @@ _Init = TypeVar("_Init", bound=Callable[..., None])
 MASKS_CHECKED = 32
 """How many masks (evenly spaced) a ``BaseDataSet`` checks for the 0/1-encoding notice."""
 
+PAIR_MISMATCH_POLICIES = ("resize_mask", "error", "skip")
+"""Values of the ``pair_mismatch`` argument of ``BaseDataSet`` (the first is the default)."""
+
+PAIRS_NAMED = 5
+"""How many mismatched pairs the one log line of the pre-flight size check names."""
+
+MAX_REPLACEMENTS = 8
+"""How many other samples ``SeededDataSet`` tries in place of one whose files cannot be read."""
+
 
 def sample_rng(item: int | tuple[int, int, int]) -> tuple[int, np.random.Generator]:
     """The index of a dataset item and its augmentation generator: seeded by the whole
@@ -33,6 +44,14 @@ def sample_rng(item: int | tuple[int, int, int]) -> tuple[int, np.random.Generat
         index, seed, epoch = item
         return index, np.random.default_rng([seed, epoch, index])
     return item, np.random.default_rng()
+
+
+def fit_mask(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """The HxW uint8 ``mask`` resized to ``size`` (height, width): nearest neighbour for a binary
+    mask (values 0 and 255 only), which so stays binary; bilinear for a soft mask."""
+    binary = not np.any((mask != 0) & (mask != 255))
+    interpolation = cv2.INTER_NEAREST_EXACT if binary else cv2.INTER_LINEAR
+    return cv2.resize(mask, (size[1], size[0]), interpolation=interpolation)
 
 
 def check_positive_int(name: str, value: Any) -> None:
@@ -49,7 +68,9 @@ class SeededDataSet(Dataset):
     returns ``(image, mask)``: a 3xHxW float32 image normalised with the ImageNet mean/std and a
     1xHxW float32 mask in [0, 1]. With a key, augmentation draws only from
     ``np.random.default_rng([seed, epoch, index])`` (:func:`sample_rng`), so it does not depend
-    on worker count or process state; an int index draws from a fresh unseeded generator.
+    on worker count or process state; an int index draws from a fresh unseeded generator. A
+    sample whose files cannot be read raises ``OSError``, or, after :meth:`track_skipped` (which
+    ``BaseDataLoader`` calls), is replaced by the next readable one and flagged in ``skipped``.
 
     Hooks: ``_set_files`` fills ``self.files`` (called by ``__init__``); ``_sample(index, rng)``
     returns the HxWx3 uint8 RGB image and the HxW mask in [0, 1] of a sample, augmented when
@@ -82,9 +103,70 @@ class SeededDataSet(Dataset):
     def __len__(self) -> int:
         return len(self.files)
 
+    skipped: torch.Tensor | None = None
+    """Set by :meth:`track_skipped`: one uint8 flag per sample, 1 once it was skipped; while it
+    is None, an unreadable sample raises its ``OSError``."""
+    replacement_pool: Sequence[int] | None = None
+    """The sorted indices a skipped sample may be replaced by (None: every sample)."""
+
+    def track_skipped(self, pool: Sequence[int] | None = None) -> None:
+        """Skip unreadable samples from now on (see ``__getitem__``) and record them in
+        ``self.skipped``: a uint8 tensor with one flag per sample, in shared memory, so that the
+        DataLoader workers (forked or spawned, persistent or not) set the flags that the main
+        process reads; the reader clears it (``skipped.zero_()``) before a pass. Call it before
+        the workers start. Replacements are drawn from ``pool`` (e.g. the loader's part of a
+        ``val_split``), or from all samples."""
+        self.skipped = torch.zeros(len(self), dtype=torch.uint8).share_memory_()
+        self.replacement_pool = None if pool is None else sorted(pool)
+
+    def skip_reason(self, index: int) -> str:
+        """Why sample ``index`` is skipped: its read error, read again here (a worker process's
+        exception does not reach the main process)."""
+        try:
+            self._sample(index, np.random.default_rng(0))
+        except OSError as err:
+            return str(err)
+        return f"sample {index} failed to read in a worker but reads now"
+
+    def _replacement(
+        self, item: int | tuple[int, int, int], index: int, err: OSError
+    ) -> tuple[np.ndarray, np.ndarray, np.random.Generator]:
+        """Image, mask and generator of the sample that replaces the unreadable sample ``index``:
+        the first readable one after it in ``replacement_pool`` (cyclically, at most
+        :data:`MAX_REPLACEMENTS` tried), augmented from its own ``(index, seed, epoch)`` key, so
+        the result depends on nothing but the key. Each unreadable one is flagged in ``skipped``."""
+        self.skipped[index] = 1
+        pool = range(len(self)) if self.replacement_pool is None else self.replacement_pool
+        start = bisect.bisect_right(pool, index)
+        tried = 0
+        for k in range(min(MAX_REPLACEMENTS, len(pool))):
+            candidate = pool[(start + k) % len(pool)]
+            if candidate == index:
+                continue
+            key = (candidate, *item[1:]) if isinstance(item, tuple) else candidate
+            _, rng = sample_rng(key)
+            tried += 1
+            try:
+                image, mask = self._sample(candidate, rng)
+            except OSError:
+                self.skipped[candidate] = 1
+                continue
+            return image, mask, rng
+        raise OSError(
+            f"{type(self).__name__}(split={self.split!r}): sample {index} and the {tried} samples "
+            f"tried in its place cannot be read; first error: {err}"
+        ) from err
+
     def __getitem__(self, item: int | tuple[int, int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The sample of ``item``. One whose files cannot be read (``OSError``) raises, or, once
+        :meth:`track_skipped` was called, is replaced by another (:meth:`_replacement`)."""
         index, rng = sample_rng(item)
-        image, mask = self._sample(index, rng)
+        try:
+            image, mask = self._sample(index, rng)
+        except OSError as err:
+            if self.skipped is None:
+                raise
+            image, mask, rng = self._replacement(item, index, err)
         pixels = np.ascontiguousarray(image.transpose(2, 0, 1)).astype(np.float32)  # 3xHxW
         self._augment_pixels(pixels, rng)
         normalise_(pixels)
@@ -255,19 +337,101 @@ class BaseDataSet(SeededDataSet):
     masks become 0/255). When ``_mask_paths`` names the mask files, :data:`MASKS_CHECKED` of them
     (evenly spaced) are read once at construction and, if any is 0/1-encoded, one warning line on
     the ``u2seg`` logger says how many; ``self.binary_01_masks`` is ``(0/1-encoded, checked)``.
+
+    Image/mask size mismatches: when ``_pair_paths`` names the (image, mask) files of every
+    entry of ``self.files``, the sizes of all of them are read from the file headers (no
+    decoding, no random draw, order kept) once at construction, and every pair whose sizes
+    differ is handled at once by ``pair_mismatch`` (see :data:`PAIR_MISMATCH_POLICIES`):
+    ``"resize_mask"`` (the default) logs one warning line (the count and the first
+    :data:`PAIRS_NAMED` pairs) and resizes each such mask to its image when it is loaded
+    (:func:`fit_mask`: nearest for 0/255 masks, bilinear for soft ones); ``"error"`` raises
+    ``ValueError`` listing every pair; ``"skip"`` drops those pairs from ``self.files`` and logs
+    them. ``self.mismatched_pairs`` lists them as ``(image, mask)`` paths. Files whose header
+    cannot be read are left to fail when loaded. Datasets without ``_pair_paths`` are not
+    checked: a mismatch met at load time is resized (with a warning) under ``"resize_mask"``,
+    else an error.
     """
 
     @takes_fields_of(ImageTransform)
     def __init__(
-        self, data_dir: str, split: str = "train", augment: bool = False, **transform: Any
+        self,
+        data_dir: str,
+        split: str = "train",
+        augment: bool = False,
+        *,
+        pair_mismatch: str = PAIR_MISMATCH_POLICIES[0],
+        **transform: Any,
     ) -> None:
+        if pair_mismatch not in PAIR_MISMATCH_POLICIES:
+            raise ValueError(
+                f"pair_mismatch must be one of {', '.join(map(repr, PAIR_MISMATCH_POLICIES))}, "
+                f"got {pair_mismatch!r}"
+            )
+        self.pair_mismatch = pair_mismatch
         self.transform = ImageTransform(**transform)
+        self._mask_warned: set[int] = set()  # mismatched pairs already logged
         super().__init__(data_dir, split, augment)
+        self.mismatched_pairs = self._check_pair_sizes()
         self.binary_01_masks = self._check_mask_encoding()
 
-    def _mask_paths(self) -> Sequence[str]:
-        """The mask files (for the 0/1-encoding notice); by default none, so nothing is checked."""
+    def _pair_paths(self) -> Sequence[tuple[str, str]]:
+        """The (image file, mask file) of every entry of ``self.files``, in order (for the size
+        check and the 0/1-encoding notice); by default none, so neither is done."""
         return []
+
+    def _mask_paths(self) -> Sequence[str]:
+        """The mask files (for the 0/1-encoding notice); by default those of ``_pair_paths``."""
+        return [mask for _, mask in self._pair_paths()]
+
+    def _check_pair_sizes(self) -> list[tuple[str, str]]:
+        """The pre-flight size check of every pair of ``_pair_paths`` (see the class); returns
+        the (image, mask) paths of the pairs whose sizes differ."""
+        pairs = self._pair_paths()
+        if not pairs:
+            return []
+        if len(pairs) != len(self.files):
+            raise ValueError(
+                f"{type(self).__name__}._pair_paths gave {len(pairs)} pairs for "
+                f"{len(self.files)} files"
+            )
+        found: list[tuple[int, str]] = []
+        for index, (image_path, mask_path) in enumerate(pairs):
+            try:
+                image_hw, mask_hw = image_size(image_path), image_size(mask_path)
+            except OSError:
+                continue  # its read error comes when it is loaded
+            if image_hw != mask_hw:
+                found.append(
+                    (
+                        index,
+                        f"{os.path.basename(image_path)} {image_hw[1]}x{image_hw[0]} vs "
+                        f"{os.path.basename(mask_path)} {mask_hw[1]}x{mask_hw[0]}",
+                    )
+                )
+        if not found:
+            return []
+        mismatched = [tuple(pairs[index]) for index, _ in found]
+        what = (
+            f"{type(self).__name__}(split={self.split!r}, data_dir={self.data_dir!r}): "
+            f"{len(found)} of {len(pairs)} image/mask pairs differ in size (image WxH vs mask WxH)"
+        )
+        if self.pair_mismatch == "error":
+            listed = "".join(f"\n  {text}" for _, text in found)
+            raise ValueError(
+                f'{what}:{listed}\nset pair_mismatch to "resize_mask" (resize each mask to its '
+                'image when loaded) or "skip" (drop these pairs)'
+            )
+        named = ", ".join(text for _, text in found[:PAIRS_NAMED])
+        named += ", ..." if len(found) > PAIRS_NAMED else ""
+        if self.pair_mismatch == "skip":
+            dropped = {index for index, _ in found}
+            self.files = [f for i, f in enumerate(self.files) if i not in dropped]
+            action = f'dropped (pair_mismatch="skip"), {len(self.files)} samples remain'
+        else:
+            action = 'each mask is resized to its image when loaded (pair_mismatch="resize_mask")'
+            self._mask_warned.update(index for index, _ in found)
+        get_logger().warning("%s: %s; %s", what, named, action)
+        return mismatched
 
     def _check_mask_encoding(self) -> tuple[int, int]:
         """Read up to :data:`MASKS_CHECKED` masks and warn once if some are 0/1-encoded."""
@@ -292,16 +456,29 @@ class BaseDataSet(SeededDataSet):
     def _sample(self, index: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         image, mask, image_id = self._load_data(index)
         if image.shape[:2] != mask.shape[:2]:
-            raise ValueError(
-                f"image and mask of {image_id!r} differ in size: image "
-                f"{image.shape[1]}x{image.shape[0]}, mask {mask.shape[1]}x{mask.shape[0]} "
-                f"({self.files[index]})"
-            )
+            mask = self._mismatched_mask(index, image_id, image, mask)
         if self.augment:
             image, mask = self.transform.augment(image, mask, rng)
         else:
             image, mask = self.transform.resize(image, mask)
         return image, np.multiply(mask, np.float32(1 / 255), dtype=np.float32)
+
+    def _mismatched_mask(
+        self, index: int, image_id: str, image: np.ndarray, mask: np.ndarray
+    ) -> np.ndarray:
+        """The mask of a pair whose sizes differ, resized to its image under ``"resize_mask"``
+        (warned once per sample unless the pre-flight check listed it); else an error."""
+        sizes = (
+            f"image and mask of {image_id!r} differ in size: image "
+            f"{image.shape[1]}x{image.shape[0]}, mask {mask.shape[1]}x{mask.shape[0]} "
+            f"({self.files[index]})"
+        )
+        if self.pair_mismatch != "resize_mask":
+            raise ValueError(f"{sizes}; pair_mismatch={self.pair_mismatch!r}")
+        if index not in self._mask_warned:
+            self._mask_warned.add(index)
+            get_logger().warning("%s; the mask is resized to the image", sizes)
+        return fit_mask(mask, image.shape[:2])
 
     def _augment_pixels(self, pixels: np.ndarray, rng: np.random.Generator) -> None:
         if self.augment:

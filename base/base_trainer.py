@@ -32,14 +32,31 @@ class NonFiniteLossError(RuntimeError):
     """The training loss became NaN or infinite; the run stops without saving."""
 
 
+class BadFilesError(OSError):
+    """More samples of an epoch could not be read than ``trainer.max_bad_files`` allows."""
+
+
+TRAIN_KEYS = ("train_loss", "lr", "train_bad_files")
+"""The keys of a metrics record that the training pass reports (the rest is validation's)."""
+
+
+def skipped_flags(loader: DataLoader | None) -> torch.Tensor | None:
+    """The per-sample ``skipped`` flags of a loader's dataset (``SeededDataSet.track_skipped``),
+    or None where its dataset does not record skipped samples."""
+    return getattr(getattr(loader, "dataset", None), "skipped", None)
+
+
 class BaseTrainer(ABC):
     """Owns the epoch loop; subclasses implement ``_train_epoch`` and ``_valid_epoch``.
 
-    ``_train_epoch(epoch)`` returns ``{"loss": float, "lr": float}``; ``_valid_epoch(epoch)``
-    returns ``{metric name: float}``; ``higher_is_better`` names what validation reports, so the
-    monitor is checked before training starts. ``execution`` says where the run executes (see
-    :mod:`utils.runtime.execution`); only its main process writes the config, metrics,
-    TensorBoard and checkpoints, the others wait at a barrier while it saves.
+    ``_train_epoch(epoch)`` returns ``{"loss": float, "lr": float}`` and optionally
+    ``"bad_files"``, the count of unreadable samples skipped (recorded as ``train_bad_files`` when
+    not 0; see :meth:`_start_pass` and :meth:`_finish_pass`); ``_valid_epoch(epoch)`` returns
+    ``{metric name: float}`` (and ``val_bad_files`` when not 0); ``higher_is_better`` names
+    what validation reports, so the monitor is checked before training starts. ``execution``
+    says where the run executes (see :mod:`utils.runtime.execution`); only its main process
+    writes the config, metrics, TensorBoard and checkpoints, the others wait at a barrier while
+    it saves.
     """
 
     higher_is_better: ClassVar[dict[str, bool]]
@@ -66,6 +83,8 @@ class BaseTrainer(ABC):
         self.log_per_iter: int = trainer["log_per_iter"]
         self.early_stop: int = trainer["early_stop"]
         self.vis_samples: int = trainer["vis_samples"]
+        self.max_bad_files: float = trainer["max_bad_files"]
+        self._named_bad: set[tuple[str, int]] = set()  # (pass, sample) already logged
         self.train_loader = train_loader
         self.val_loader = val_loader if trainer["val"] else None
 
@@ -161,6 +180,8 @@ class BaseTrainer(ABC):
                 "train_loss": train_log["loss"],
                 "lr": train_log["lr"],
             }
+            if train_log.get("bad_files"):
+                record["train_bad_files"] = train_log["bad_files"]
             validate = self.val_loader is not None and (
                 epoch % self.val_per_epochs == 0 or epoch == self.epochs
             )
@@ -203,7 +224,7 @@ class BaseTrainer(ABC):
     def _log_epoch(self, record: dict[str, Any], improved: bool) -> None:
         parts = [f"epoch {record['epoch']}/{self.epochs}"]
         parts += [
-            f"{k} {v:.4g}" if k == "lr" else f"{k} {v:.4f}"
+            f"{k} {v:.4g}" if k == "lr" else f"{k} {v}" if isinstance(v, int) else f"{k} {v:.4f}"
             for k, v in record.items()
             if k != "epoch"
         ]
@@ -216,7 +237,7 @@ class BaseTrainer(ABC):
         if self.writer is not None:
             for key, value in record.items():
                 if key != "epoch":
-                    group = "epoch" if key in ("train_loss", "lr") else "val"
+                    group = "epoch" if key in TRAIN_KEYS else "val"
                     self.writer.add_scalar(f"{group}/{key}", value, record["epoch"])
 
     def _checkpoint(self, epoch: int) -> dict[str, Any]:
@@ -297,6 +318,62 @@ class BaseTrainer(ABC):
                 "afresh",
                 old_monitor,
             )
+
+    def _start_pass(self, loader: DataLoader | None) -> torch.Tensor | None:
+        """Clear the skipped flags of ``loader``'s dataset before a pass over it; returns them."""
+        flags = skipped_flags(loader)
+        if flags is not None:
+            flags.zero_()
+        return flags
+
+    def _finish_pass(self, kind: str, loader: DataLoader, samples: int, epoch: int) -> int:
+        """The number of samples skipped (unreadable) in this ``kind`` pass ("train" or "val"),
+        summed over the processes. Logs each skipped sample the first time the run skips it
+        (this process's; the main process logs) and raises :class:`BadFilesError` on every
+        process when the count is over ``trainer.max_bad_files`` (a fraction of the ``samples``
+        read, summed over the processes, or a count)."""
+        flags = skipped_flags(loader)
+        if flags is None:
+            return 0
+        local = flags.nonzero().flatten().tolist()
+        totals = torch.tensor([len(local), samples], dtype=torch.float64, device=self.device)
+        all_reduce_sum_([totals])
+        count, total = (int(v) for v in totals.tolist())
+        dataset = loader.dataset
+        reasons: dict[int, str] = {}
+        for index in local:
+            if (kind, index) not in self._named_bad:
+                self._named_bad.add((kind, index))
+                reasons[index] = dataset.skip_reason(index)
+                self.logger.warning(
+                    "%s epoch %d: skipped sample %d, which cannot be read (%s): %s",
+                    kind,
+                    epoch,
+                    index,
+                    "replaced by the next readable sample"
+                    if kind == "train"
+                    else "left out of the metrics",
+                    reasons[index],
+                )
+        limit = self._bad_files_limit(total)
+        if count > limit:
+            first = [reasons.get(i) or dataset.skip_reason(i) for i in local[:3]]
+            raise BadFilesError(
+                f"{count} of {total} {kind} samples of epoch {epoch} cannot be read, more than "
+                f"trainer.max_bad_files={self.max_bad_files} allows (at most "
+                f"{limit}); first: {'; '.join(first)}. Fix or remove these files, or raise "
+                "trainer.max_bad_files"
+            )
+        return count
+
+    def _bad_files_limit(self, samples: int) -> int:
+        """How many unreadable samples a pass over ``samples`` may skip: ``max_bad_files`` as a
+        count (>= 1), or as a fraction of the samples rounded down but at least 1 (0: none)."""
+        if self.max_bad_files >= 1:
+            return int(self.max_bad_files)
+        if self.max_bad_files > 0:
+            return max(1, math.floor(self.max_bad_files * samples))
+        return 0
 
     def _check_finite(self, first_bad_step: torch.Tensor, epoch: int) -> None:
         """Stop (on every process) if any process saw a NaN or infinite loss.

@@ -28,8 +28,9 @@ class DUTSDataset(BaseDataSet):
 
     Images and masks are paired by file name without extension; ``split`` is "train" or "test".
     Masks are read with the mask rule of :func:`utils.io.images.read_mask` (0/1-encoded masks
-    become 0/255; a notice says how many of the masks checked are). Other arguments are those of
-    ``BaseDataSet``.
+    become 0/255; a notice says how many of the masks checked are). Every pair's image and mask
+    sizes are checked at construction, from the file headers; ``pair_mismatch`` says what
+    happens to pairs whose sizes differ. Other arguments are those of ``BaseDataSet``.
     """
 
     def __init__(self, data_dir: str, split: str = "train", **kwargs: Any) -> None:
@@ -61,8 +62,8 @@ class DUTSDataset(BaseDataSet):
             raise ValueError(_unmatched(no_image, "masks", mask_dir, "image", image_dir))
         self.files = [(str(images[s]), str(masks[s])) for s in sorted(images)]
 
-    def _mask_paths(self) -> Sequence[str]:
-        return [mask for _, mask in self.files]
+    def _pair_paths(self) -> Sequence[tuple[str, str]]:
+        return self.files
 
     def _load_data(self, index: int) -> tuple[np.ndarray, np.ndarray, str]:
         image_path, mask_path = self.files[index]

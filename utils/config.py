@@ -38,6 +38,7 @@ DEFAULTS: dict[str, Any] = {
         "deterministic": False,
         "prefetch": True,
         "clip_grad_norm": 0.0,
+        "max_bad_files": 0.01,
     },
 }
 CHOICES = {  # plain keys with a fixed set of values
@@ -221,6 +222,12 @@ def _check_trainer(trainer: dict[str, Any]) -> None:
     for key in ("early_stop", "vis_samples"):
         if trainer[key] < 0:
             raise ConfigError(f"'trainer.{key}' must be 0 (off) or more, got {trainer[key]}")
+    max_bad = trainer["max_bad_files"]
+    if max_bad < 0 or (max_bad >= 1 and max_bad != int(max_bad)):
+        raise ConfigError(
+            "'trainer.max_bad_files' must be a fraction in [0, 1) of the samples of an epoch or "
+            f"a whole count >= 1 of unreadable samples allowed per epoch, got {max_bad}"
+        )
     monitor = trainer["monitor"].split()
     if monitor != ["off"] and (len(monitor) != 2 or monitor[0] not in ("min", "max")):
         raise ConfigError(

@@ -184,7 +184,7 @@ def test_validation_transform_resizes_to_base_size() -> None:
 def test_image_and_mask_of_different_size_are_rejected() -> None:
     image, mask = red_on_blue(0)
     with pytest.raises(ValueError, match=r"'sample0'.*image 90x70, mask 45x70"):
-        ArrayDataset([(image, mask[:, :45])])[0]
+        ArrayDataset([(image, mask[:, :45])], pair_mismatch="error")[0]
 
 
 @pytest.mark.parametrize(
@@ -216,7 +216,8 @@ def test_the_transform_settings_are_config_keys_of_every_image_dataset() -> None
     assert settings == {
         "base_size", "crop_size", "scale_range", "flip", "rotate", "blur", "color_jitter"
     }  # fmt: skip
-    assert accepted_args(DUTSDataset) == settings | {"data_dir", "split", "augment"}
+    dataset_args = {"data_dir", "split", "augment", "pair_mismatch"}
+    assert accepted_args(DUTSDataset) == settings | dataset_args
     assert accepted_args(DemoSODDataset) == accepted_args(DUTSDataset) | {"num_train", "num_test"}
     assert accepted_args(ArrayDataset) >= settings | {"pairs", "augment"}  # a user's subclass
     dataset = ArrayDataset([red_on_blue(0)], augment=True, **AUGMENT)

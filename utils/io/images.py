@@ -149,15 +149,21 @@ def _tiff_size(path: str | os.PathLike) -> tuple[int, int]:
 
 def image_size(path: str | os.PathLike) -> tuple[int, int]:
     """(height, width) of an image from its PNG, JPEG or TIFF header when possible (no
-    decoding; other formats are decoded). Raises ``OSError`` naming the path."""
+    decoding; other formats are decoded). Raises ``OSError`` naming the path.
+
+    The first 4 KiB are read, then up to 64 KiB when the JPEG frame header comes later (e.g.
+    after an EXIF thumbnail), so checking many files reads little of each."""
     if Path(path).suffix.lower() in (".tif", ".tiff"):
         return _tiff_size(path)
     try:
         with open(path, "rb") as f:
-            head = f.read(65536)
+            head = f.read(4096)
+            size = _header_size(head)
+            if size is None and len(head) == 4096 and head[:2] == b"\xff\xd8":
+                head += f.read(65536 - 4096)
+                size = _header_size(head)
     except OSError as e:
         raise OSError(f"cannot read {path}: {e.strerror or e}") from e
-    size = _header_size(head)
     return size if size is not None else read_image(path).shape[:2]
 
 
