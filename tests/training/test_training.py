@@ -128,14 +128,15 @@ def test_cli_errors_are_clear(args, expected):
     assert "Traceback" not in result.stderr
 
 
-def test_unreadable_image_stops_with_its_path(tmp_path):
+def test_unreadable_image_stops_with_its_path_when_no_bad_file_is_allowed(tmp_path):
     from dataloaders.demo import ensure_demo_data
 
     config = tiny_config(tmp_path, epochs=1)
     ensure_demo_data(str(tmp_path / "demo"), 8, 4)
     bad = sorted((tmp_path / "demo" / "DUTS-TR" / "DUTS-TR-Image").iterdir())[0]
     bad.write_bytes(b"not a jpeg")
-    result = run_cli("-c", str(config), "-d", "cpu", "--opt", "train_loader.args.num_workers=1")
+    opts = ("train_loader.args.num_workers=1", "trainer.max_bad_files=0")
+    result = run_cli("-c", str(config), "-d", "cpu", "--opt", *opts)
     assert result.returncode == 2
-    assert str(bad) in result.stderr
+    assert str(bad) in result.stderr and "trainer.max_bad_files=0" in result.stderr
     assert "Traceback" not in result.stderr
