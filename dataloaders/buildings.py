@@ -32,10 +32,12 @@ import numpy as np
 from base.base_dataloader import BaseDataLoader
 from base.base_dataset import SeededDataSet, check_positive_int
 from dataloaders.building_demo import ensure_building_demo
+from dataloaders.generated import MARKER
 from dataloaders.tiles import TileReader
 from utils.inference.windows import window_starts
 from utils.io.images import find_images, image_size
 from utils.preprocessing import PAD_COLOUR
+from utils.runtime.logs import get_logger
 
 GRID = 32  # cell size of the building map used for biased sampling
 
@@ -218,6 +220,12 @@ class InriaBuildingDataset(BuildingDataset):
             )
         self.root, self.image_dir, self.mask_dir = root, image_dir, mask_dir
         self.val_tiles = val_tiles
+        if not demo and os.path.isfile(os.path.join(data_dir, MARKER)):
+            get_logger().warning(
+                "%s holds the synthetic building demo, not the Inria dataset: its numbers are not "
+                "comparable with published ones (configs/inria_demo.json trains on it)",
+                data_dir,
+            )
         if demo:
             try:
                 ensure_building_demo(data_dir, num_tiles=DEMO_TILES)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import pytest
 
+from dataloaders.building_demo import ensure_building_demo
 from dataloaders.buildings import InriaBuildingDataset
 from tests.helpers import ROOT
 from train import registries
@@ -52,3 +54,10 @@ def test_a_demo_config_pointed_at_real_data_says_to_turn_the_demo_off(tmp_path):
     (tmp_path / "AerialImageDataset").mkdir()
     with pytest.raises(FileExistsError, match=r"set demo to false"):
         InriaBuildingDataset(str(tmp_path), "train", demo=True)
+
+
+def test_a_real_data_config_pointed_at_the_demo_says_so(tmp_path, caplog):
+    ensure_building_demo(str(tmp_path), num_tiles=4, tile_size=64)
+    with caplog.at_level(logging.WARNING, logger="u2seg"):
+        InriaBuildingDataset(str(tmp_path), "train", val_tiles=1, crop_size=32)
+    assert "holds the synthetic building demo, not the Inria dataset" in caplog.text

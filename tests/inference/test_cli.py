@@ -160,6 +160,9 @@ def test_cli_ignores_its_own_outputs_inside_the_input_folder(checkpoint, tmp_pat
         assert "; 2 images" in capsys.readouterr().out
         written = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.png"))
         assert written == ["maps/a.png", "maps/sub/b.png", "masks/a.png", "masks/sub/b.png"]
+    other = tmp_path / "in" / "pred2"  # a later run into another folder inside the input
+    assert run_cli("-m", checkpoint, "-i", tmp_path / "in", "-o", other) == 0
+    assert "; 2 images" in capsys.readouterr().out  # not the 4 outputs of the earlier run
 
 
 def test_cli_refuses_an_output_folder_that_is_the_input_folder(checkpoint, tmp_path, capsys):

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from utils.inference.outputs import OUTPUT_KINDS, write_outputs
+from utils.inference.outputs import OUTPUT_KINDS, OUTPUT_MARKER, write_outputs
 from utils.inference.predictor import Predictor
 from utils.io.images import IMAGE_EXTENSIONS, find_images, read_image
 from utils.metrics.prepare import prob_to_uint8
@@ -24,7 +24,8 @@ R = TypeVar("R")
 def list_inputs(source: Path, output: Path) -> list[tuple[str, Path]]:
     """``(key, path)`` of every input image; ``key`` is the output name without extension.
 
-    Outputs are never read as inputs: an output folder inside the input folder is skipped, and
+    Outputs are never read as inputs: an output folder inside the input folder is skipped (this
+    run's, and every earlier one's: they hold :data:`OUTPUT_MARKER`), and
     ValueError refuses an output folder equal to the input folder (its maps/, masks/, ... would
     be read back on the next run) or an input inside one of the output's kind folders (its
     images would be overwritten by their own outputs).
@@ -35,6 +36,12 @@ def list_inputs(source: Path, output: Path) -> list[tuple[str, Path]]:
     if not source.is_dir():
         raise FileNotFoundError(f"input {source} does not exist")
     found = find_images(source, skip=output.resolve())
+    earlier = [marker.parent.resolve() for marker in source.rglob(OUTPUT_MARKER)]
+    found = {
+        key: path
+        for key, path in found.items()
+        if not any(folder in path.resolve().parents for folder in earlier)
+    }
     if not found:
         raise FileNotFoundError(f"{source} holds no image file ({', '.join(IMAGE_EXTENSIONS)})")
     return sorted(found.items())
@@ -118,6 +125,8 @@ def predict_files(
     model runs. An image that cannot be read or written, or that runs out of GPU memory, is
     skipped. Returns ``(images written, failure messages naming the files)``.
     """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / OUTPUT_MARKER).touch()
     per_batch = 1 if predictor.options.mode == "sliding" else predictor.options.batch_size
     failures: list[str] = []
     written = 0

@@ -19,6 +19,9 @@ OUTPUT_KINDS = {  # kind: (folder, extension)
     "cutout": ("cutouts", ".png"),
     "overlay": ("overlays", ".jpg"),
 }
+OUTPUT_MARKER = ".u2seg-outputs"
+"""An empty file inference writes into its output folder, so that a later run whose input
+folder contains it does not read those outputs back as inputs."""
 OVERLAY_COLOUR = np.array([255, 32, 32], dtype=np.float32)  # RGB
 OVERLAY_OPACITY = 0.5
 
