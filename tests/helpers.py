@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from utils.inference.predictor import PredictOptions, Predictor
+from utils.training.losses import DeepSupervisionLoss
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -83,6 +84,19 @@ def write_duts(
             cv2.imwrite(str(image_dir / f"{split}_{i:03d}.jpg"), image)
             cv2.imwrite(str(mask_dir / f"{split}_{i:03d}.png"), mask)
     return root
+
+
+def poison_loss_after(monkeypatch, steps: int) -> None:
+    """Make ``DeepSupervisionLoss`` return NaN from training step ``steps + 1`` on."""
+    forward = DeepSupervisionLoss.forward
+    calls = {"n": 0}
+
+    def poisoned(self, outputs, target):
+        calls["n"] += 1
+        loss = forward(self, outputs, target)
+        return loss * float("nan") if calls["n"] > steps else loss
+
+    monkeypatch.setattr(DeepSupervisionLoss, "forward", poisoned)
 
 
 def tiny_config(tmp_path: Path, epochs: int = 2) -> Path:

@@ -16,13 +16,12 @@ import train
 from base.base_dataloader import SeededSampler
 from base.base_trainer import NonFiniteLossError
 from models import U2Net
-from tests.helpers import ROOT, tiny_config
+from tests.helpers import ROOT, poison_loss_after, tiny_config
 from train import registries
 from utils import config as cfg
 from utils.io.checkpoint import load_checkpoint
 from utils.metrics import SODMetrics
 from utils.runtime.prefetcher import DataPrefetcher
-from utils.training.losses import DeepSupervisionLoss
 
 LAUNCH_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "SLURM_PROCID")
 
@@ -185,15 +184,7 @@ def test_fp16_needs_a_gpu(tmp_path):
 
 def test_nan_loss_stops_the_run_and_keeps_the_last_checkpoint(tmp_path, monkeypatch):
     config = tiny_config(tmp_path, epochs=3)
-    forward = DeepSupervisionLoss.forward
-    calls = {"n": 0}
-
-    def poisoned(self, outputs, target):
-        calls["n"] += 1
-        loss = forward(self, outputs, target)
-        return loss * float("nan") if calls["n"] > 2 else loss  # epoch 1 has 2 steps
-
-    monkeypatch.setattr(DeepSupervisionLoss, "forward", poisoned)
+    poison_loss_after(monkeypatch, steps=2)  # epoch 1 of tiny_config has 2 steps
     with pytest.raises(NonFiniteLossError, match="NaN or infinite in epoch 2 \\(step 1\\)"):
         train.main(["-c", str(config)])
     (run,) = run_folders(tmp_path)

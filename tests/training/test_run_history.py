@@ -13,12 +13,11 @@ import torch
 
 import train
 from base.base_trainer import NonFiniteLossError
-from tests.helpers import tiny_config
+from tests.helpers import poison_loss_after, tiny_config
 from utils.io import atomic
 from utils.io.atomic import DiskFullError, remove_stale_temporaries, write_text
 from utils.io.checkpoint import load_checkpoint, save_checkpoint
 from utils.io.run_dir import MetricsLog
-from utils.training.losses import DeepSupervisionLoss
 
 
 def records(run: Path) -> list[dict]:
@@ -148,15 +147,7 @@ def test_a_run_that_fails_before_saving_leaves_no_run_folder(tmp_path, capsys):
 
 
 def test_the_error_that_ends_a_run_is_in_train_log(tmp_path, monkeypatch, capsys):
-    forward = DeepSupervisionLoss.forward
-    calls = {"n": 0}
-
-    def poisoned(self, outputs, target):
-        calls["n"] += 1
-        loss = forward(self, outputs, target)
-        return loss * float("nan") if calls["n"] > 2 else loss  # epoch 1 has 2 steps
-
-    monkeypatch.setattr(DeepSupervisionLoss, "forward", poisoned)
+    poison_loss_after(monkeypatch, steps=2)  # epoch 1 of tiny_config has 2 steps
     with pytest.raises(NonFiniteLossError):
         train.main(["-c", str(tiny_config(tmp_path, epochs=3)), "-d", "cpu"])
     (run,) = run_folders(tmp_path)
