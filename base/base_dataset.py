@@ -334,7 +334,7 @@ class BaseDataSet(SeededDataSet):
     Items are as in :class:`SeededDataSet`: seeded by ``(index, seed, epoch)``, normalised.
 
     Masks should be read with :func:`utils.io.images.read_mask` (the mask rule: 0/1-encoded
-    masks become 0/255). When ``_mask_paths`` names the mask files, :data:`MASKS_CHECKED` of them
+    masks become 0/255). When ``_pair_paths`` names the files, :data:`MASKS_CHECKED` of the masks
     (evenly spaced) are read once at construction and, if any is 0/1-encoded, one warning line on
     the ``u2seg`` logger says how many; ``self.binary_01_masks`` is ``(0/1-encoded, checked)``.
 
@@ -378,10 +378,6 @@ class BaseDataSet(SeededDataSet):
         """The (image file, mask file) of every entry of ``self.files``, in order (for the size
         check and the 0/1-encoding notice); by default none, so neither is done."""
         return []
-
-    def _mask_paths(self) -> Sequence[str]:
-        """The mask files (for the 0/1-encoding notice); by default those of ``_pair_paths``."""
-        return [mask for _, mask in self._pair_paths()]
 
     def _check_pair_sizes(self) -> list[tuple[str, str]]:
         """The pre-flight size check of every pair of ``_pair_paths`` (see the class); returns
@@ -435,7 +431,7 @@ class BaseDataSet(SeededDataSet):
 
     def _check_mask_encoding(self) -> tuple[int, int]:
         """Read up to :data:`MASKS_CHECKED` masks and warn once if some are 0/1-encoded."""
-        paths = self._mask_paths()
+        paths = [mask for _, mask in self._pair_paths()]
         found, checked = count_01_masks(paths, MASKS_CHECKED)
         if found:
             get_logger().warning(
