@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from base.base_model import BaseModel
-from models.variants import VARIANTS, Stage, check_variant
+from models.variants import ConvSpec, Stage, block_convs, fusion_conv, side_convs, stages
 from models.weight_formats import PretrainedWeights, read_pretrained
 from utils.io.checkpoint import check_state_dict
 
@@ -32,13 +32,25 @@ def _pool(x: torch.Tensor) -> torch.Tensor:
 
 
 class ConvBNReLU(nn.Sequential):
-    """3x3 convolution (padding = dilation, no bias), BatchNorm and ReLU."""
+    """Convolution (no bias; size kept), BatchNorm and ReLU."""
 
-    def __init__(self, in_ch: int, out_ch: int, dilation: int = 1) -> None:
+    def __init__(self, spec: ConvSpec) -> None:
         super().__init__()
-        self.conv = nn.Conv2d(in_ch, out_ch, 3, padding=dilation, dilation=dilation, bias=False)
-        self.bn = nn.BatchNorm2d(out_ch)
+        self.conv = conv2d(spec, bias=False)
+        self.bn = nn.BatchNorm2d(spec.out_ch)
         self.relu = nn.ReLU(inplace=True)
+
+
+def conv2d(spec: ConvSpec, bias: bool = True) -> nn.Conv2d:
+    """The convolution ``spec`` describes."""
+    return nn.Conv2d(
+        spec.in_ch,
+        spec.out_ch,
+        spec.kernel,
+        padding=spec.padding,
+        dilation=spec.dilation,
+        bias=bias,
+    )
 
 
 class _ResidualU(nn.Module):
@@ -84,16 +96,7 @@ class RSU(_ResidualU):
         if height < 2:
             raise ValueError(f"RSU height must be at least 2, got {height}")
         self.height = height
-        self.conv_in = ConvBNReLU(in_ch, out_ch)
-        self.encoders = nn.ModuleList(
-            [ConvBNReLU(out_ch, mid_ch)]
-            + [ConvBNReLU(mid_ch, mid_ch) for _ in range(height - 2)]
-            + [ConvBNReLU(mid_ch, mid_ch, dilation=2)]
-        )
-        self.decoders = nn.ModuleList(
-            [ConvBNReLU(2 * mid_ch, mid_ch) for _ in range(height - 2)]
-            + [ConvBNReLU(2 * mid_ch, out_ch)]
-        )
+        _build_convs(self, Stage(height, in_ch, mid_ch, out_ch))
 
 
 class RSU4F(_ResidualU):
@@ -103,15 +106,15 @@ class RSU4F(_ResidualU):
 
     def __init__(self, in_ch: int, mid_ch: int, out_ch: int) -> None:
         super().__init__()
-        self.conv_in = ConvBNReLU(in_ch, out_ch)
-        self.encoders = nn.ModuleList(
-            [ConvBNReLU(out_ch, mid_ch)]
-            + [ConvBNReLU(mid_ch, mid_ch, dilation=d) for d in (2, 4, 8)]
-        )
-        self.decoders = nn.ModuleList(
-            [ConvBNReLU(2 * mid_ch, mid_ch, dilation=d) for d in (4, 2)]
-            + [ConvBNReLU(2 * mid_ch, out_ch)]
-        )
+        _build_convs(self, Stage(0, in_ch, mid_ch, out_ch))
+
+
+def _build_convs(block: _ResidualU, stage: Stage) -> None:
+    """Give ``block`` the ConvBNReLU layers :func:`models.variants.block_convs` lists."""
+    conv_in, encoders, decoders = block_convs(stage)
+    block.conv_in = ConvBNReLU(conv_in)
+    block.encoders = nn.ModuleList(ConvBNReLU(s) for s in encoders)
+    block.decoders = nn.ModuleList(ConvBNReLU(s) for s in decoders)
 
 
 def build_stage(stage: Stage) -> RSU | RSU4F:
@@ -134,17 +137,13 @@ class U2Net(BaseModel):
         self, variant: str = "full", in_channels: int = 3, pretrained: str | None = None
     ) -> None:
         super().__init__()
-        check_variant(variant)
         self.variant = variant
-        enc_stages, dec_stages = VARIANTS[variant]
-        enc_stages = (enc_stages[0]._replace(in_ch=in_channels), *enc_stages[1:])
+        enc_stages, dec_stages = stages(variant, in_channels)
         self.encoders = nn.ModuleList(build_stage(s) for s in enc_stages)
         self.decoders = nn.ModuleList(build_stage(s) for s in dec_stages)
         # Side heads in the order they are computed: En6, De5, De4, De3, De2, De1.
-        self.side_heads = nn.ModuleList(
-            nn.Conv2d(s.out_ch, 1, 3, padding=1) for s in (enc_stages[-1], *dec_stages)
-        )
-        self.fusion = nn.Conv2d(len(self.side_heads), 1, 1)
+        self.side_heads = nn.ModuleList(conv2d(spec) for _, spec in side_convs(variant))
+        self.fusion = conv2d(fusion_conv(variant))
         if pretrained is not None:
             self.load_weights(read_pretrained(pretrained, variant, in_channels))
 

@@ -10,8 +10,9 @@ names:
 - the config-driven port: ``encode_modules.0.conv_in.conv.weight``, bare or in ``{"model": ...}``;
 - U2Seg: ``encoders.0.conv_in.conv.weight``, bare or in a checkpoint's ``state_dict``;
 
-each possibly with ``module.`` (DataParallel / DDP) or ``_orig_mod.`` (torch.compile) prefixes.
-The bias of a conv followed by BatchNorm is folded into the BN running mean
+each possibly with ``module.`` (DataParallel / DDP) or ``_orig_mod.`` (torch.compile) prefixes;
+and ONNX graphs (rembg's ``u2net.onnx`` / ``u2netp.onnx``, our exports), mapped by structure in
+:mod:`models.onnx_weights`. The bias of a conv followed by BatchNorm is folded into the BN running mean
 (``running_mean - bias``), which leaves the eval-mode output unchanged.
 """
 
@@ -24,6 +25,7 @@ from typing import Any, NamedTuple
 
 import torch
 
+from models.onnx_weights import ONNX, is_onnx_file, onnx_state_dict
 from models.variants import VARIANTS, check_variant
 from utils.io.checkpoint import first_keys, load_weights_only
 
@@ -82,11 +84,18 @@ def read_pretrained(
     path: str | Path, variant: str | None = None, in_channels: int | None = None
 ) -> PretrainedWeights:
     """The weights of ``path`` in our naming; ``variant`` / ``in_channels``, when given, must
-    match the file (else a ValueError says what the file holds). Raises ``FileNotFoundError``
-    for a missing file and ValueError for one that is not a weights-only PyTorch file."""
+    match the file (else a ValueError says what the file holds). An ONNX file (``.onnx``, or
+    content that starts like one) is read by :func:`models.onnx_weights.onnx_state_dict`.
+    Raises ``FileNotFoundError`` for a missing file, ValueError for one that is neither a
+    weights-only PyTorch file nor a U2Net ONNX graph, ImportError for an ONNX file without the
+    onnx package."""
     if variant is not None:
         check_variant(variant)
-    weights = convert_state_dict(load_weights_only(path), name=str(path))
+    if is_onnx_file(path):
+        state, found, channels = onnx_state_dict(path)
+        weights = PretrainedWeights(state, found, channels, ONNX, str(path))
+    else:
+        weights = convert_state_dict(load_weights_only(path), name=str(path))
     if weights.source is None:
         return weights  # the fit check names the keys
     if variant is not None and variant != weights.variant:
