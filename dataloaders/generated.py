@@ -2,8 +2,10 @@
 
 ``ensure_generated`` writes a dataset into a temporary sibling of ``data_dir``, writes a JSON
 marker file (``MARKER``) last and renames the folder into place, so a partial folder is never
-used. The marker holds the generator's parameters: a folder whose marker matches is used as is,
-one with another marker is replaced, one without a marker (and not empty) is refused.
+used (the files inside need no atomic write of their own: nothing reads the folder before the
+rename). Folders get the mode ``os.makedirs`` gives (``0755`` under the umask ``022``). The
+marker holds the generator's parameters: a folder whose marker matches is used as is, one with
+another marker is replaced, one without a marker (and not empty) is refused.
 """
 
 from __future__ import annotations
@@ -11,12 +13,35 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import secrets
 import shutil
-import tempfile
 from collections.abc import Callable
 from typing import Any
 
+from utils.io.atomic import unwritable_errno, unwritable_error, write_json
+
 MARKER = ".demo_complete"
+_NAME_TRIES = 100
+
+
+def _make_temporary_dir(target: str, kind: str) -> str:
+    """A new empty sibling folder ``.NAME.KIND-<8 random>`` of ``target``, created with mode
+    ``0o777`` less the umask (``tempfile.mkdtemp`` would make it ``0700``, and the data unreadable
+    to others). A full or read-only disk raises :class:`~utils.io.atomic.UnwritableError`."""
+    parent, name = os.path.split(target)
+    for _ in range(_NAME_TRIES):
+        path = os.path.join(parent, f".{name}.{kind}-{secrets.token_hex(4)}")
+        try:
+            os.mkdir(path)
+            return path
+        except FileExistsError:
+            continue
+        except OSError as err:
+            code = unwritable_errno(err)
+            if code is None:
+                raise
+            raise unwritable_error(target, code) from err
+    raise FileExistsError(f"no free temporary folder name .{name}.{kind}-* in {parent}")
 
 
 def _read_marker(folder: str) -> Any:
@@ -36,6 +61,19 @@ def _is_foreign(folder: str) -> bool:
         return True
     except FileNotFoundError:
         return False
+
+
+def _fill(folder: str, target: str, expected: dict, generate: Callable[[str], None]) -> None:
+    """``generate(folder)``, then the marker. A full or read-only disk raises the one-line
+    :class:`~utils.io.atomic.UnwritableError` naming ``target``."""
+    try:
+        generate(folder)
+        write_json(os.path.join(folder, MARKER), expected)
+    except OSError as err:
+        code = unwritable_errno(err)
+        if code is None:
+            raise
+        raise unwritable_error(target, code) from err
 
 
 def ensure_generated(
@@ -61,11 +99,9 @@ def ensure_generated(
         )
     parent, name = os.path.split(target)
     os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=parent)
+    tmp = _make_temporary_dir(target, "tmp")
     try:
-        generate(tmp)
-        with open(os.path.join(tmp, MARKER), "w") as f:
-            json.dump(expected, f)
+        _fill(tmp, target, expected, generate)
         for _ in range(10):
             try:
                 os.rename(tmp, target)  # atomic; fails if target is a non-empty folder
@@ -75,7 +111,7 @@ def ensure_generated(
                     return  # another process won the race
             if _is_foreign(target):
                 raise FileExistsError(f"{target} was created meanwhile by something else")
-            stale = tempfile.mkdtemp(prefix=f".{name}.old-", dir=parent)
+            stale = _make_temporary_dir(target, "old")
             with contextlib.suppress(FileNotFoundError):  # another process moved it first
                 os.rename(target, os.path.join(stale, name))
             shutil.rmtree(stale, ignore_errors=True)

@@ -5,7 +5,9 @@
 CHECKPOINT is one of ours or any file ``models.load_pretrained`` reads (official ``u2net.pth`` /
 ``u2netp.pth``, the config-driven port). With onnxruntime installed, the ONNX model and the PyTorch
 model then run on the same random inputs (two sizes with ``--dynamic``) and the export fails when
-their largest absolute difference exceeds the tolerance (1e-4; 1e-2 with ``--half``).
+their largest absolute difference exceeds the tolerance (1e-4; 1e-2 with ``--half``). The file
+is written to a temporary name and renamed to the output only once the export and its check
+succeed, so a failure (or a full disk) never leaves a broken file nor replaces a good one.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ if str(ROOT) not in sys.path:  # run as a script: make the repository's packages
     sys.path.insert(0, str(ROOT))
 
 from models import load_pretrained  # noqa: E402
+from utils.io.atomic import atomic_path  # noqa: E402
 from utils.preprocessing import DEFAULT_INPUT_SIZE  # noqa: E402
 
 INPUT, OUTPUT = "image", "mask"
@@ -132,43 +135,74 @@ def check_shapes(size: int, channels: int, dynamic: bool) -> list[tuple[int, ...
     return [(1, channels, size, size), (2, channels, size * 15 // 16 | 1, size * 13 // 16 | 1)]
 
 
+class CheckFailedError(Exception):
+    """The ONNX model differs from PyTorch by more than the tolerance."""
+
+
+def verify(model: torch.nn.Module, path: Path, args: argparse.Namespace, channels: int) -> None:
+    """Compare the ONNX file at ``path`` with ``model`` under onnxruntime (skipped, with a note,
+    when it is not installed), printing the difference at each checked shape. Raises
+    :class:`CheckFailedError` when the largest exceeds ``args.tolerance``."""
+    try:
+        import onnxruntime
+    except ModuleNotFoundError:
+        print("onnxruntime is not installed: skipped the check (pip install onnxruntime)")
+        return
+    worst = 0.0
+    print(f"onnxruntime {onnxruntime.__version__} vs PyTorch, largest absolute difference:")
+    for shape, diff in check(model, path, check_shapes(args.size, channels, args.dynamic)):
+        print(f"  input {'x'.join(map(str, shape))}: {diff:.3g}")
+        worst = max(worst, diff)
+    if not worst <= args.tolerance:
+        raise CheckFailedError(f"{worst:.3g} exceeds the tolerance {args.tolerance:g}")
+    print(f"OK: within {args.tolerance:g}")
+
+
+def export_checked(
+    model: torch.nn.Module, output: Path, args: argparse.Namespace, channels: int
+) -> None:
+    """Export ``model`` to a temporary file beside ``output``, check it (:func:`verify`) and only
+    then rename it to ``output``: a failed export or check, or a full disk, leaves a previous
+    file at ``output`` untouched and no temporary file (see :func:`utils.io.atomic.atomic_path`).
+    """
+    param = next(model.parameters())
+    example = torch.randn(1, channels, args.size, args.size).to(param.device, param.dtype)
+    start = time.perf_counter()
+    with atomic_path(output) as tmp:
+        try:
+            export(model, tmp, example, args.dynamic, args.opset, args.exporter)
+        except ModuleNotFoundError as err:
+            raise ModuleNotFoundError(
+                f"the {args.exporter} exporter needs {err.name} (pip install {err.name})",
+                name=err.name,
+            ) from err
+        dims = (
+            "dynamic batch, height and width" if args.dynamic else "x".join(map(str, example.shape))
+        )
+        print(
+            f"exported {output.name} ({tmp.stat().st_size / 2**20:.1f} MiB, opset {args.opset}, "
+            f"{dims}, {'fp16' if args.half else 'fp32'}) in {time.perf_counter() - start:.1f} s"
+        )
+        verify(model, tmp, args, channels)
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Export and check; returns the exit code (0, or 1 when the check fails)."""
     args = parse_args(argv)
     model = load_pretrained(args.model)
     channels = model.encoders[0].conv_in.conv.in_channels
     print(f"loaded {args.model}: U2Net {model.variant!r}, {model.num_parameters():,} parameters")
     if args.half:
         model = model.cuda().half()
-    param = next(model.parameters())
-    example = torch.randn(1, channels, args.size, args.size).to(param.device, param.dtype)
     output = Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    start = time.perf_counter()
     try:
-        export(model, output, example, args.dynamic, args.opset, args.exporter)
-    except ModuleNotFoundError as err:
-        raise ModuleNotFoundError(
-            f"the {args.exporter} exporter needs {err.name} (pip install {err.name})", name=err.name
-        ) from err
-    shape = "dynamic batch, height and width" if args.dynamic else "x".join(map(str, example.shape))
-    print(
-        f"wrote {output} ({output.stat().st_size / 2**20:.1f} MiB, opset {args.opset}, {shape}, "
-        f"{'fp16' if args.half else 'fp32'}) in {time.perf_counter() - start:.1f} s"
-    )
-    try:
-        import onnxruntime
-    except ModuleNotFoundError:
-        print("onnxruntime is not installed: skipped the check (pip install onnxruntime)")
-        return 0
-    worst = 0.0
-    print(f"onnxruntime {onnxruntime.__version__} vs PyTorch, largest absolute difference:")
-    for shape, diff in check(model, output, check_shapes(args.size, channels, args.dynamic)):
-        print(f"  input {'x'.join(map(str, shape))}: {diff:.3g}")
-        worst = max(worst, diff)
-    if not worst <= args.tolerance:
-        print(f"FAILED: {worst:.3g} exceeds the tolerance {args.tolerance:g}", file=sys.stderr)
+        export_checked(model, output, args, channels)
+    except CheckFailedError as err:
+        kept = f"the previous {output} is kept" if output.exists() else f"{output} is not written"
+        print(f"FAILED: {err}; {kept}", file=sys.stderr)
         return 1
-    print(f"OK: within {args.tolerance:g}")
+    print(f"wrote {output}")
     return 0
 
 

@@ -4,7 +4,8 @@
 zip that is no torch archive, a torch archive cut short, a web page, an image, text, ...) with
 advice that works, so that a mixed-up file is reported as what it is instead of as an unpickling
 error. ``torch.save`` writes a zip archive (``PK\\x03\\x04``, with a ``<name>/data.pkl`` member)
-or, in the legacy format, a pickle (first byte ``0x80``).
+or, in the legacy format, a pickle (first byte ``0x80``, then the protocol); only such files reach
+``torch.load`` (and so the refusal of arbitrary unpickling).
 """
 
 from __future__ import annotations
@@ -33,7 +34,15 @@ _OTHER_MAGICS = {
     b"\x89HDF\r\n\x1a\n": "an HDF5 file (Keras / TensorFlow weights?), which PyTorch cannot read",
     b"\x93NUMPY": "a NumPy array file (.npy), not a state dict",
     b"PK\x05\x06": "an empty zip archive",
+    b"\xfd7zXZ\x00": "an xz-compressed file: decompress it (unxz, or tar -xJf) and give the file "
+    "inside",
+    b"\x28\xb5\x2f\xfd": "a zstd-compressed file: decompress it (unzstd) and give the file inside",
+    b"7z\xbc\xaf\x27\x1c": "a 7-Zip archive: extract it (7z x) and give the .pth file inside",
+    b"%PDF-": "a PDF document, not weights",
 }
+PICKLE_PROTOCOLS = range(2, 6)
+"""Protocols a binary pickle may announce after its ``0x80`` byte (torch.save's legacy format
+writes 2)."""
 # ModelProto fields after ir_version (field 1, varint): producer_name (2), producer_version (3),
 # domain (4), model_version (5), doc_string (6), graph (7), opset_import (8)
 _ONNX_NEXT_TAGS = {0x12, 0x1A, 0x22, 0x28, 0x32, 0x3A, 0x42}
@@ -46,23 +55,27 @@ def not_torch_reason(path: Path) -> str | None:
         head = f.read(HEAD_BYTES)
     if not head:
         return f"it is empty (0 bytes): {_REFETCH}"
-    if head[0] == PICKLE_PROTO:
+    if head[0] == PICKLE_PROTO and len(head) > 1 and head[1] in PICKLE_PROTOCOLS:
         return None
     if head.startswith(ZIP_MAGIC):
         return _zip_reason(path, head)
     reason = _magic_reason(path, head)
     if reason is not None:
         return reason
-    if _looks_like_onnx(head):
+    if looks_like_onnx(head):
         return (
-            "it is an ONNX model (as tools/export_onnx.py writes), and ONNX files are not read "
-            "here: give the .pth file it was exported from (or the official u2net.pth / "
-            "u2netp.pth), or run the ONNX file itself with onnxruntime"
+            "it is an ONNX model (protobuf): a U2Net one is read as weights (inference.py -m, "
+            "arch.args.pretrained, load_pretrained), not as a training checkpoint"
         )
     if _looks_like_safetensors(head):
         return (
             "it is a safetensors file, which is not read here: convert it once with "
             "`from safetensors.torch import load_file; torch.save(load_file(PATH), 'weights.pth')`"
+        )
+    if not head.strip(b"\x00"):
+        return (
+            f"its first {len(head)} bytes are all zero (a file preallocated and never written, "
+            f"or left so by a crash): {_REFETCH}"
         )
     text = _as_text(head)
     if text is not None:
@@ -90,6 +103,11 @@ def _magic_reason(path: Path, head: bytes) -> str | None:
     for magic, reason in _OTHER_MAGICS.items():
         if head.startswith(magic):
             return f"it is {reason}"
+    if head[:3] == b"BZh" and head[4:10] == b"\x31\x41\x59\x26\x53\x59":
+        return (
+            "it is a bzip2-compressed file: decompress it (bunzip2, or tar -xjf) and give the "
+            "file inside"
+        )
     if head[257:262] == b"ustar":
         return "it is a tar archive: extract it (tar -xf) and give the .pth file inside"
     return None
@@ -112,6 +130,8 @@ def _zip_reason(path: Path, head: bytes) -> str | None:
         return f"it is {kind} cut short or damaged ({err}): {_REFETCH}"
     if any(_is_data_pkl(name) for name in names):
         return None
+    if names and all(name.endswith(".npy") for name in names):
+        return "it is a NumPy .npz archive (named arrays), not a state dict written by torch.save"
     shown = ", ".join(names[:5]) + (f" ... ({len(names)} in all)" if len(names) > 5 else "")
     return (
         f"it is a zip archive, but not a PyTorch one: it holds no data.pkl ({shown or 'nothing'}); "
@@ -123,12 +143,23 @@ def _is_data_pkl(name: str) -> bool:
     return name == "data.pkl" or re.fullmatch(r"[^/]+/data\.pkl", name) is not None
 
 
-def _looks_like_onnx(head: bytes) -> bool:
-    """An ONNX ``ModelProto`` starts with ``ir_version`` (tag 0x08, a small varint) followed by
-    another of its fields; ``torch.onnx.export`` writes ``08 <ir> 12 07 'pytorch'``."""
+def looks_like_onnx(head: bytes) -> bool:
+    """Whether the first bytes ``head`` of a file are those of an ONNX ``ModelProto``: it starts
+    with ``ir_version`` (tag 0x08, a small varint) followed by another of its fields;
+    ``torch.onnx.export`` writes ``08 <ir> 12 07 'pytorch'``."""
     if len(head) < 4 or head[0] != 0x08 or not 1 <= head[1] <= 0x7F:
         return False
     return head[2] in _ONNX_NEXT_TAGS
+
+
+def is_onnx_file(path: str | Path) -> bool:
+    """Whether ``path`` is an ONNX model by its first bytes (False for a file that cannot be
+    read: its reader names the problem)."""
+    try:
+        with open(path, "rb") as f:
+            return looks_like_onnx(f.read(HEAD_BYTES))
+    except OSError:
+        return False
 
 
 def _looks_like_safetensors(head: bytes) -> bool:
@@ -145,6 +176,9 @@ def _as_text(head: bytes) -> str | None:
 
 
 def _text_reason(text: str) -> str:
+    """The reason for a text file (``text``: its start, without leading white space)."""
+    if not text:
+        return f"it is a text file holding only white space, not weights: {_GIVE_PTH}"
     lower = text[:1024].lower()
     if "<!doctype html" in lower or "<html" in lower:
         return (
@@ -158,5 +192,5 @@ def _text_reason(text: str) -> str:
         )
     if text[:1] in "{[":
         return f"it is JSON text (a config or metadata file?), not weights: {_GIVE_PTH}"
-    first = text.splitlines()[0][:60] if text.strip() else ""
+    first = text.splitlines()[0][:60]
     return f"it is a text file (first line: {first!r}), not weights: {_GIVE_PTH}"

@@ -10,7 +10,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from utils.io.atomic import atomic_write
+from utils.io.atomic import write_bytes
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -282,7 +282,9 @@ def write_image(path: str | os.PathLike, array: np.ndarray, quality: int = 95) -
 
     The format follows the extension (JPEG at ``quality``); the parent folders are created. The
     file is encoded in memory and written to a temporary file that is renamed, so a failure
-    never leaves a truncated image, and a file already at ``path`` stays intact until then.
+    never leaves a truncated image, and a file already at ``path`` stays intact until then; the
+    file gets the umask's mode (``0644`` under ``022``). Raises ``OSError`` when encoding fails
+    and :class:`~utils.io.atomic.UnwritableError` for a full or read-only disk.
     """
     path = Path(path)
     if array.ndim == 3:
@@ -292,6 +294,4 @@ def write_image(path: str | os.PathLike, array: np.ndarray, quality: int = 95) -
     ok, encoded = cv2.imencode(path.suffix, array, params)
     if not ok:
         raise OSError(f"cannot encode {path} as {path.suffix}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_write(path) as f:
-        f.write(encoded.tobytes())
+    write_bytes(path, encoded.tobytes())
