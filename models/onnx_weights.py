@@ -39,7 +39,6 @@ from torch import nn
 from models.variants import VARIANTS, ConvSpec, fusion_conv, side_convs, trunk_convs
 
 ONNX = "ONNX graph (BatchNorm folded)"
-ONNX_MAGIC = b"\x08"  # ModelProto field 1 (ir_version), varint: the first byte of an ONNX file
 
 
 @dataclass(frozen=True)
@@ -56,20 +55,6 @@ class GraphConv:
     pads: tuple[int, ...]
     group: int
     data_input: str
-
-
-def is_onnx_file(path: str | Path) -> bool:
-    """Whether ``path`` looks like an ONNX model: the ``.onnx`` suffix, or a file that starts like
-    a ModelProto (not a zip archive or a pickle)."""
-    path = Path(path)
-    if path.suffix.lower() == ".onnx":
-        return True
-    try:
-        with path.open("rb") as file:
-            head = file.read(2)
-    except OSError:
-        return False
-    return head[:1] == ONNX_MAGIC and len(head) == 2 and head[1] < 0x80
 
 
 def load_onnx_model(path: str | Path) -> Any:
@@ -154,11 +139,11 @@ def _detect_variant(trunk: list[GraphConv], name: str, summary: str) -> tuple[st
         shapes = [(s.out_ch, s.in_ch, s.kernel, s.kernel) for _, _, s in layout]
         if shapes == [tuple(c.weight.shape) for c in trunk]:
             return variant, in_channels
-    known = ", ".join(f"{v} {n}" for v, n in counts.items())
+    known = " or ".join(f"{n} ({v})" for v, n in counts.items())
     raise ValueError(
-        f"{name} is an ONNX model but not a U2Net: {summary}; its {len(trunk)} trunk "
-        f"convolutions (3x3, more than one output channel) match no U2Net variant in number "
-        f"and shapes ({known})"
+        f"{name} is an ONNX model but not a U2Net: {summary}; its {len(trunk)} 3x3 "
+        f"convolutions of more than one output channel are not the {known} of a U2Net in "
+        "number and shapes"
     )
 
 

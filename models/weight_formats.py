@@ -12,8 +12,8 @@ names:
 
 each possibly with ``module.`` (DataParallel / DDP) or ``_orig_mod.`` (torch.compile) prefixes;
 and ONNX graphs (rembg's ``u2net.onnx`` / ``u2netp.onnx``, our exports), mapped by structure in
-:mod:`models.onnx_weights`. The bias of a conv followed by BatchNorm is folded into the BN running mean
-(``running_mean - bias``), which leaves the eval-mode output unchanged.
+:mod:`models.onnx_weights`. The bias of a conv followed by BatchNorm is folded into the BN
+running mean (``running_mean - bias``), which leaves the eval-mode output unchanged.
 """
 
 from __future__ import annotations
@@ -25,9 +25,10 @@ from typing import Any, NamedTuple
 
 import torch
 
-from models.onnx_weights import ONNX, is_onnx_file, onnx_state_dict
+from models.onnx_weights import ONNX, onnx_state_dict
 from models.variants import VARIANTS, check_variant
 from utils.io.checkpoint import first_keys, load_weights_only
+from utils.io.file_kinds import is_onnx_file
 
 OFFICIAL = "official U2NET/U2NETP"
 PORT = "config-driven port"
@@ -84,11 +85,11 @@ def read_pretrained(
     path: str | Path, variant: str | None = None, in_channels: int | None = None
 ) -> PretrainedWeights:
     """The weights of ``path`` in our naming; ``variant`` / ``in_channels``, when given, must
-    match the file (else a ValueError says what the file holds). An ONNX file (``.onnx``, or
-    content that starts like one) is read by :func:`models.onnx_weights.onnx_state_dict`.
-    Raises ``FileNotFoundError`` for a missing file, ValueError for one that is neither a
-    weights-only PyTorch file nor a U2Net ONNX graph, ImportError for an ONNX file without the
-    onnx package."""
+    match the file (else a ValueError says what the file holds). An ONNX file (known by its
+    first bytes) is read by :func:`models.onnx_weights.onnx_state_dict`. Raises
+    ``FileNotFoundError`` for a missing file, ValueError for one that is neither a weights-only
+    PyTorch file nor a U2Net ONNX graph, ImportError for an ONNX file without the onnx
+    package."""
     if variant is not None:
         check_variant(variant)
     if is_onnx_file(path):

@@ -7,7 +7,6 @@ import argparse
 import gzip
 import json
 import re
-import warnings
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -385,13 +384,6 @@ def test_missing_file_is_named(tmp_path: Path):
         load_pretrained(tmp_path / "nothing.pth")
 
 
-def onnx_model(path: Path) -> None:
-    pytest.importorskip("onnx", reason="onnx (requirements-dev.txt) writes the ONNX file")
-    with warnings.catch_warnings():  # the TorchScript exporter is deprecated (and fast)
-        warnings.simplefilter("ignore", DeprecationWarning)
-        torch.onnx.export(torch.nn.Conv2d(3, 1, 3), (torch.zeros(1, 3, 8, 8),), path, dynamo=False)
-
-
 def torch_zip_cut_short(path: Path) -> None:
     torch.save({"w": torch.randn(64, 64)}, path)
     data = path.read_bytes()
@@ -434,7 +426,6 @@ HTML = b"\n<!DOCTYPE html>\n<html lang='en'><head><title>u2net.pth - GitHub</tit
 LFS = b"version https://git-lfs.github.com/spec/v1\noid sha256:4f6a\nsize 176300000\n"
 NOT_TORCH_FILES: dict[str, tuple[str, Callable[[Path], None], str]] = {
     # format: (file name, writer, message after "NAME is not a PyTorch weights file ...: ")
-    "onnx": ("model.onnx", onnx_model, r"it is an ONNX model.*not read here.*onnxruntime"),
     "html": ("u2net.pth", content(HTML), r"it is a web page \(HTML\).*download the raw file"),
     "png": ("u2net.pth", png, r"it is a PNG image, not weights.*did you swap -m and -i\?"),
     "jpeg": ("u2net.pth", jpeg, r"it is a JPEG image, not weights.*did you swap -m and -i\?"),
