@@ -20,7 +20,7 @@ DEFAULTS: dict[str, Any] = {
     "name": "U2Net",
     "seed": 42,
     "n_gpu": 1,
-    "distributed": {"mode": "none", "backend": "auto", "sync_bn": False},
+    "distributed": {"mode": "auto", "backend": "auto", "sync_bn": False, "timeout_min": 10.0},
     "amp": "off",
     "channels_last": False,
     "trainer": {
@@ -42,7 +42,7 @@ DEFAULTS: dict[str, Any] = {
     },
 }
 CHOICES = {  # plain keys with a fixed set of values
-    "distributed.mode": ("none", "dp", "ddp"),
+    "distributed.mode": ("auto", "none", "dp", "ddp"),
     "distributed.backend": ("auto", "nccl", "gloo"),
     "amp": ("off", "fp16", "bf16"),
 }
@@ -236,6 +236,14 @@ def _check_trainer(trainer: dict[str, Any]) -> None:
         )
 
 
+def _check_distributed(distributed: dict[str, Any]) -> None:
+    if distributed["timeout_min"] <= 0:
+        raise ConfigError(
+            "'distributed.timeout_min' must be a positive number of minutes (e.g. 10, or 0.5), "
+            f"got {distributed['timeout_min']}"
+        )
+
+
 def validate_config(config: dict[str, Any], registries: Registries) -> dict[str, Any]:
     """Check every key and fill in defaults; returns the complete config (input unchanged).
 
@@ -270,6 +278,7 @@ def validate_config(config: dict[str, Any], registries: Registries) -> dict[str,
                 f"'{key}' must be one of {', '.join(repr(c) for c in choices)}, got {value!r}"
             )
     _check_trainer(full["trainer"])
+    _check_distributed(full["distributed"])
     return full
 
 
