@@ -4,21 +4,36 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 from pathlib import Path
 from typing import Any
 
 from base.base_trainer import NonFiniteLossError
 from utils import config as cfg
-from utils.io.checkpoint import load_checkpoint
+from utils.io.checkpoint import load_training_checkpoint
 from utils.io.run_dir import has_results, new_run_dir, remove_run_dir
+from utils.io.run_lock import RunLock, RunLockedError, termination_signals
 from utils.runtime.cpu_memory import keep_freed_memory
-from utils.runtime.distributed import LaunchError, broadcast_object, cleanup, is_main_process
+from utils.runtime.distributed import (
+    LaunchError,
+    broadcast_object,
+    cleanup,
+    collective_timeouts,
+    is_main_process,
+)
 from utils.runtime.execution import Execution, setup_execution
 from utils.runtime.logs import close_log_file, get_logger, log_to_file, setup_logging
 from utils.runtime.seeding import seed_everything
 
-EXPECTED_ERRORS = (cfg.ConfigError, ValueError, OSError, LaunchError, NonFiniteLossError)
+EXPECTED_ERRORS = (
+    cfg.ConfigError,
+    ValueError,
+    OSError,
+    LaunchError,
+    NonFiniteLossError,
+    RunLockedError,
+)
 """The errors that end a run with a message (``error: ...``) and no traceback."""
 
 
@@ -73,7 +88,8 @@ def resolve_config(args: argparse.Namespace, known: cfg.Registries) -> dict[str,
     """The config of the run: stored (resume) <- -c file <- --seed <- --opt, then validated."""
     config: dict[str, Any] = {}
     if args.resume:
-        config = load_checkpoint(args.resume)["config"]
+        config = load_training_checkpoint(args.resume)["config"]
+        config.get("distributed", {}).pop("mode", None)  # the launcher of this run decides (auto)
     if args.config:
         config = cfg.merge(config, cfg.load_config(args.config))
     if args.seed is not None:
@@ -99,7 +115,16 @@ def main(argv: list[str] | None = None) -> Path:
 
     The error that ends a run is written to ``train.log`` too; a new run that ends before
     anything was saved (no checkpoint, no ``metrics.jsonl`` line) removes its run folder.
+    SIGINT, SIGTERM and SIGHUP raise :class:`~utils.io.run_lock.Terminated` (a
+    ``KeyboardInterrupt``), after the end of a save in progress. The run folder is locked
+    (``run.lock``) while the run trains in it: a second process is refused with
+    :class:`~utils.io.run_lock.RunLockedError`.
     """
+    with termination_signals():
+        return _main(argv)
+
+
+def _main(argv: list[str] | None) -> Path:
     args = parse_args(argv)
     known = registries()
     config = resolve_config(args, known)
@@ -112,12 +137,36 @@ def main(argv: list[str] | None = None) -> Path:
     elif execution.is_main:
         run_dir = new_run_dir(config["trainer"]["save_dir"], config["name"])
     run_dir = broadcast_object(run_dir)  # every process writes (if at all) into rank 0's folder
-    setup_logging(run_dir, execution.is_main)
+    lock = RunLock(run_dir)
+    stale = lock_run_dir(lock, execution.is_main)
     try:
-        return run(args, config, known, execution, run_dir)
-    except BaseException as err:
-        end_with(err, run_dir, created=not args.resume and execution.is_main)
-        raise
+        setup_logging(run_dir, execution.is_main)
+        if stale is not None:
+            get_logger().info("took over %s of process %d, which is gone", lock.path, stale)
+        try:
+            with collective_timeouts():  # a stalled DDP process: a message, not a traceback
+                return run(args, config, known, execution, run_dir)
+        except BaseException as err:
+            end_with(err, run_dir, created=not args.resume and execution.is_main)
+            raise
+    finally:
+        lock.release()
+
+
+def lock_run_dir(lock: RunLock, is_main: bool) -> int | None:
+    """Take the run folder's lock in the main process (see :meth:`RunLock.acquire`); returns the
+    PID of a stale lock taken over. Raises :class:`RunLockedError` in every process when another
+    process holds it."""
+    stale, refused = None, None
+    if is_main:
+        try:
+            stale = lock.acquire()
+        except RunLockedError as err:
+            refused = str(err)
+    refused = broadcast_object(refused)
+    if refused is not None:
+        raise RunLockedError(refused)
+    return stale
 
 
 def end_with(err: BaseException, run_dir: Path, created: bool) -> None:
@@ -127,10 +176,12 @@ def end_with(err: BaseException, run_dir: Path, created: bool) -> None:
     logger = get_logger()
     remove = created and not has_results(run_dir)
     if isinstance(err, KeyboardInterrupt):
+        signum = exit_signal(err)
+        how = "interrupted" if signum == signal.SIGINT else f"terminated by {signum.name}"
         if remove:
-            logger.info("interrupted before anything was saved")
+            logger.info("%s before anything was saved", how)
         else:
-            logger.info("interrupted; the checkpoints in %s are intact", run_dir)
+            logger.info("%s; the checkpoints in %s are intact", how, run_dir)
     elif isinstance(err, EXPECTED_ERRORS):
         log_to_file(logging.ERROR, f"error: {error_message(err)}")
     else:
@@ -139,6 +190,12 @@ def end_with(err: BaseException, run_dir: Path, created: bool) -> None:
         close_log_file()
         remove_run_dir(run_dir)
         logger.info("nothing was saved: removed the run folder %s", run_dir)
+
+
+def exit_signal(err: KeyboardInterrupt) -> signal.Signals:
+    """The signal that ended the run (Ctrl-C's SIGINT for a plain ``KeyboardInterrupt``); the
+    script exits with 128 + its number."""
+    return signal.Signals(getattr(err, "signum", signal.SIGINT))
 
 
 def run(
@@ -160,9 +217,19 @@ def run(
     # A resumed run takes its weights from the checkpoint, not from arch.args.pretrained.
     model = cfg.build(without_pretrained(config) if args.resume else config, "arch", known["arch"])
     logger.info("model: %s", model.summary())
-    train_loader = cfg.build(config, "train_loader", known["train_loader"], seed=seed)
+    normalisation = config["normalisation"]  # the same for training and validation
+    train_loader = cfg.build(
+        config, "train_loader", known["train_loader"], seed=seed, normalisation=normalisation
+    )
     val_loader = (
-        cfg.build(config, "val_loader", known["val_loader"], seed=seed, evaluation=True)
+        cfg.build(
+            config,
+            "val_loader",
+            known["val_loader"],
+            seed=seed,
+            evaluation=True,
+            normalisation=normalisation,
+        )
         if config["val_loader"]
         else train_loader.split_validation()
     )
@@ -207,8 +274,8 @@ if __name__ == "__main__":
         if is_main_process():
             print(f"error: {error_message(err)}", file=sys.stderr)
         status = 1 if isinstance(err, NonFiniteLossError) else 2
-    except KeyboardInterrupt:
-        status = 130
+    except KeyboardInterrupt as err:
+        status = 128 + exit_signal(err)
     finally:
         cleanup()
     sys.exit(status)

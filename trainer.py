@@ -69,7 +69,7 @@ class Trainer(BaseTrainer):
                     img_s=f"{seen / (time.perf_counter() - start):.1f}",
                 )
                 if self.writer is not None:
-                    step = (epoch - 1) * steps + i + 1
+                    step = self._tb_step(epoch, i + 1)
                     self.writer.add_scalar("train/loss", loss_value, step)
                     self.writer.add_scalar("train/lr", lr, step)
         totals = [loss_sum, torch.tensor(float(seen), dtype=torch.float64, device=self.device)]
@@ -125,8 +125,11 @@ class Trainer(BaseTrainer):
         zeros = np.zeros(TB_PR_POINTS)  # the curves are means over images, not pixel counts
         self.writer.add_pr_curve_raw(
             "val/pr_curve", zeros, zeros, zeros, zeros, curves["precision"][points],
-            curves["recall"][points], global_step=epoch, num_thresholds=TB_PR_POINTS,
+            curves["recall"][points], global_step=self._tb_step(epoch),
+            num_thresholds=TB_PR_POINTS,
         )  # fmt: skip
         if shown:
             parts = (torch.cat(p)[: self.vis_samples] for p in zip(*shown, strict=True))
-            self.writer.add_image("val/input_gt_pred", comparison_grid(*parts), epoch)
+            self.writer.add_image(
+                "val/input_gt_pred", comparison_grid(*parts), self._tb_step(epoch)
+            )

@@ -16,10 +16,13 @@ from utils.io.atomic import remove_stale_temporaries, write_json
 from utils.io.checkpoint import (
     CHECKPOINT_VERSION,
     check_state_dict,
+    copy_checkpoint,
     load_checkpoint,
+    load_training_checkpoint,
     save_checkpoint,
 )
 from utils.io.run_dir import MetricsLog, periodic_checkpoints
+from utils.io.run_lock import signals_deferred
 from utils.runtime.distributed import all_reduce_sum_, barrier
 from utils.runtime.execution import Execution, prepare_model, unwrap
 from utils.runtime.logs import get_logger
@@ -118,6 +121,7 @@ class BaseTrainer(ABC):
 
         self.monitor_mode, self.monitor_metric = self._parse_monitor(trainer["monitor"])
         self.monitor_best = -math.inf if self.monitor_mode == "max" else math.inf
+        self.best_epoch: int | None = None  # the epoch that reached monitor_best
         self.not_improved = 0
         self.start_epoch = 1
         self.metrics_log = MetricsLog(self.run_dir / "metrics.jsonl")
@@ -137,7 +141,9 @@ class BaseTrainer(ABC):
         if trainer["tensorboard"] and self.is_main:
             from torch.utils.tensorboard import SummaryWriter
 
-            self.writer = SummaryWriter(log_dir=str(self.run_dir))
+            # a resumed run drops the points of the epochs it does again (steps are iterations)
+            purge = self._tb_step(self.start_epoch - 1) + 1 if resume is not None else None
+            self.writer = SummaryWriter(log_dir=str(self.run_dir), purge_step=purge)
 
     def _parse_monitor(self, monitor: str) -> tuple[str, str | None]:
         if monitor == "off":
@@ -154,6 +160,12 @@ class BaseTrainer(ABC):
                 f"validation reports {', '.join(self.higher_is_better)}"
             )
         return mode, metric
+
+    def _tb_step(self, epoch: int, iteration: int | None = None) -> int:
+        """The TensorBoard step of every point: the training iterations done by ``iteration``
+        (counted from 1) of ``epoch``, or by the end of ``epoch``."""
+        steps = len(self.train_loader)
+        return (epoch - 1) * steps + (steps if iteration is None else iteration)
 
     @abstractmethod
     def _train_epoch(self, epoch: int) -> dict[str, float]: ...
@@ -216,6 +228,7 @@ class BaseTrainer(ABC):
         )
         if better:
             self.monitor_best = value
+            self.best_epoch = record["epoch"]
             self.not_improved = 0
         else:
             self.not_improved += 1
@@ -238,7 +251,8 @@ class BaseTrainer(ABC):
             for key, value in record.items():
                 if key != "epoch":
                     group = "epoch" if key in TRAIN_KEYS else "val"
-                    self.writer.add_scalar(f"{group}/{key}", value, record["epoch"])
+                    self.writer.add_scalar(f"{group}/{key}", value, self._tb_step(record["epoch"]))
+            self.writer.flush()  # a killed run keeps the events of its finished epochs
 
     def _checkpoint(self, epoch: int) -> dict[str, Any]:
         scaler = self.train_step.scaler
@@ -250,28 +264,34 @@ class BaseTrainer(ABC):
             "lr_scheduler": None if self.lr_scheduler is None else self.lr_scheduler.state_dict(),
             "scaler": scaler.state_dict() if scaler.is_enabled() else None,
             "monitor_best": self.monitor_best,
+            "best_epoch": self.best_epoch,
             "not_improved": self.not_improved,
             "config": self.config,
+            "execution": self.execution.record(),  # how this run was launched: a record only
             "rng": rng_state(),
             "version": CHECKPOINT_VERSION,
         }
 
     def _save(self, epoch: int, periodic: bool, best: bool) -> None:
+        """Save ``best_model.pth`` first, then ``checkpoint-epochN.pth``, so that no checkpoint
+        records a best epoch that ``best_model.pth`` lacks, and remove the periodic checkpoints
+        beyond ``keep_last``; a termination signal waits for the end of the sequence."""
         state = self._checkpoint(epoch)
-        if periodic:
-            path = self.run_dir / f"checkpoint-epoch{epoch}.pth"
-            save_checkpoint(state, path)
-            self.logger.info("saved %s", path)
-            for old in periodic_checkpoints(self.run_dir)[: -self.keep_last]:
-                old.unlink()
-        if best:
-            save_checkpoint(state, self.run_dir / "best_model.pth")
-            self.logger.info(
-                "saved best_model.pth (%s %.4f)", self.monitor_metric, self.monitor_best
-            )
+        with signals_deferred():
+            if best:
+                save_checkpoint(state, self.run_dir / "best_model.pth")
+                self.logger.info(
+                    "saved best_model.pth (%s %.4f)", self.monitor_metric, self.monitor_best
+                )
+            if periodic:
+                path = self.run_dir / f"checkpoint-epoch{epoch}.pth"
+                save_checkpoint(state, path)
+                self.logger.info("saved %s", path)
+                for old in periodic_checkpoints(self.run_dir)[: -self.keep_last]:
+                    old.unlink()
 
     def _resume(self, path: Path) -> None:
-        state = load_checkpoint(path)
+        state = load_training_checkpoint(path)
         model = unwrap(self.model)
         if state.get("arch") != self.config["arch"]["type"]:
             raise ValueError(
@@ -291,6 +311,7 @@ class BaseTrainer(ABC):
             self.train_step.scaler.load_state_dict(state["scaler"])
         self.monitor_best = state["monitor_best"]
         self.not_improved = state["not_improved"]
+        self.best_epoch = state.get("best_epoch")
         self._report_config_changes(state.get("config") or {})
         self.start_epoch = state["epoch"] + 1
         set_rng_state(state["rng"])
@@ -302,7 +323,43 @@ class BaseTrainer(ABC):
                     number,
                 )
             write_json(self.run_dir / "config.json", self.config)
+            if self.best_epoch is None and self.monitor_metric is not None:  # an older checkpoint
+                self.best_epoch = self.metrics_log.first_epoch_with(
+                    self.monitor_metric, self.monitor_best
+                )
+            self._check_best_model(path)
         self.logger.info("resumed from %s: continuing at epoch %d", path, self.start_epoch)
+
+    def _check_best_model(self, resumed: Path) -> None:
+        """Make ``best_model.pth`` hold the best epoch that the resumed checkpoint records
+        (``best_epoch``): after a crash, or a resume from an earlier checkpoint, it may hold
+        another epoch. It is restored from that epoch's periodic checkpoint, with a log line; a
+        warning says so when no checkpoint holds that epoch."""
+        if self.best_epoch is None:
+            return
+        best = self.run_dir / "best_model.pth"
+        try:
+            held = load_checkpoint(best).get("epoch") if best.exists() else None
+        except ValueError:  # unreadable: replaced below
+            held = None
+        if held == self.best_epoch:
+            return
+        source = self.run_dir / f"checkpoint-epoch{self.best_epoch}.pth"
+        found = f"best_model.pth holds epoch {held}" if held else "best_model.pth is missing"
+        recorded = (
+            f"{resumed.name} records epoch {self.best_epoch} as the best "
+            f"({self.monitor_metric} {self.monitor_best:.4f})"
+        )
+        if not source.is_file():
+            self.logger.warning(
+                "%s but %s, whose weights no checkpoint holds: best_model.pth stays as it is "
+                "until the run improves on it",
+                found,
+                recorded,
+            )
+            return
+        copy_checkpoint(source, best)
+        self.logger.warning("%s but %s: restored best_model.pth from %s", found, recorded, source)
 
     def _report_config_changes(self, stored: dict[str, Any]) -> None:
         """Log each config value that differs from the checkpoint's; a changed monitor starts
@@ -312,6 +369,7 @@ class BaseTrainer(ABC):
         old_monitor = stored.get("trainer", {}).get("monitor", self.config["trainer"]["monitor"])
         if old_monitor != self.config["trainer"]["monitor"]:
             self.monitor_best = -math.inf if self.monitor_mode == "max" else math.inf
+            self.best_epoch = None
             self.not_improved = 0
             self.logger.info(
                 "trainer.monitor changed from %r: the best value and the early-stop count start "

@@ -90,13 +90,6 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=LaunchError,
-    reason="NEEDS train.resolve_config to drop the stored distributed.mode on resume (the "
-    "launcher decides; -c and --opt may still set it): a config that said 'ddp' explicitly is "
-    "forced on the resume today",
-)
 def test_an_explicit_ddp_checkpoint_resumes_in_one_process_with_no_option(tmp_path, no_launcher):
     config = tiny_config(tmp_path, epochs=1)
     env = {"RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1"}

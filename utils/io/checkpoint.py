@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import pickle
 import re
+import shutil
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,13 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
     """
     with atomic_write(path) as f:
         torch.save(state, f)
+
+
+def copy_checkpoint(source: str | Path, target: str | Path) -> None:
+    """Copy the file ``source`` to ``target`` atomically (as :func:`save_checkpoint` writes)."""
+    source = Path(source)
+    with open(source, "rb") as src, atomic_write(target, size=source.stat().st_size) as f:
+        shutil.copyfileobj(src, f)
 
 
 def load_weights_only(path: str | Path, what: str = "weights file") -> Any:
@@ -80,6 +88,37 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     if not isinstance(state, dict):
         raise ValueError(f"{path} holds a {type(state).__name__}, expected a checkpoint dict")
     return state
+
+
+TRAINING_KEYS = ("arch", "epoch", "state_dict", "optimizer", "monitor_best", "config", "rng")
+"""The keys a training checkpoint needs to be resumed from (``train.py -r``)."""
+
+
+def load_training_checkpoint(path: str | Path) -> dict[str, Any]:
+    """A checkpoint that a run can resume from, loaded with :func:`load_checkpoint`.
+
+    Raises ``ValueError`` with one line naming ``path`` and what it holds instead (a bare state
+    dict, weights without the training state, another program's dict, a list, ...), as well as
+    the errors of :func:`load_weights_only` (a text, empty or damaged file).
+    """
+    state = load_weights_only(path, "checkpoint")
+    if isinstance(state, dict) and all(k in state for k in TRAINING_KEYS):
+        return state
+    raise ValueError(
+        f"{path} {_what_it_holds(state)}, not a U2Seg training checkpoint (the "
+        "checkpoint-epochN.pth or best_model.pth of a run): to start from these weights use "
+        "arch.args.pretrained"
+    )
+
+
+def _what_it_holds(state: Any) -> str:
+    """For a message: ``is a bare state dict (weights only, 12 tensors)`` and the like."""
+    if not isinstance(state, dict):
+        return f"holds a {type(state).__name__}"
+    if state and all(isinstance(v, torch.Tensor) for v in state.values()):
+        return f"is a bare state dict (weights only, {len(state)} tensors)"
+    missing = [k for k in TRAINING_KEYS if k not in state]
+    return f"is a dict without {', '.join(missing)} (keys: {first_keys([str(k) for k in state])})"
 
 
 def first_keys(keys: list[str]) -> str:

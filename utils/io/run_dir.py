@@ -85,6 +85,19 @@ class MetricsLog:
         finally:
             os.close(fd)
 
+    def first_epoch_with(self, key: str, value: float) -> int | None:
+        """The first epoch whose record has ``value`` under ``key`` (e.g. the epoch that reached
+        a checkpoint's ``monitor_best``: a later equal value is no improvement), or None;
+        unreadable lines are passed over."""
+        if not self.path.exists():
+            return None
+        for line in self.path.read_text(errors="replace").splitlines():
+            with suppress(ValueError):
+                record = json.loads(line)
+                if isinstance(record, dict) and record.get(key) == value:
+                    return record.get("epoch")
+        return None
+
     def truncate_after(self, epoch: int) -> list[int]:
         """Drop the lines of epochs after ``epoch`` (a resumed run writes them again), and any
         torn or unreadable line (e.g. of a crash or a full disk while appending); returns the
