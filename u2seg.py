@@ -11,7 +11,7 @@
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, NamedTuple
 
 from torch import nn
 
@@ -20,11 +20,11 @@ from models import U2Net, read_pretrained
 from utils import config as cfg
 from utils.inference.predictor import PredictOptions, default_batch_size
 from utils.inference.predictor import Predictor as _Predictor
-from utils.preprocessing import DEFAULT_INPUT_SIZE
+from utils.preprocessing import DEFAULT_INPUT_SIZE, NORMALISATIONS, check_normalisation
 from utils.runtime.device import resolve_device
 from utils.runtime.precision import default_amp
 
-__all__ = ["Predictor", "load_model"]
+__all__ = ["LoadedModel", "Predictor", "load_model"]
 
 
 def input_size(config: dict[str, Any] | None) -> int:
@@ -38,27 +38,44 @@ def input_size(config: dict[str, Any] | None) -> int:
     return DEFAULT_INPUT_SIZE
 
 
+class LoadedModel(NamedTuple):
+    """A model ready to predict: in eval mode on the CPU, with the input size and the
+    normalisation (:data:`utils.preprocessing.NORMALISATIONS`) it expects, and a description
+    for messages."""
+
+    model: nn.Module
+    input_size: int
+    description: str
+    normalisation: str
+
+
 def load_model(
     weights: str | os.PathLike, config_path: str | os.PathLike | None = None
-) -> tuple[nn.Module, int, str]:
-    """``(model in eval mode on the CPU, its default input size, a description)``.
-
-    ``weights``: a U2Seg checkpoint (its stored config gives the input size) or official /
-    ported U2Net weights. With ``config_path``, the config's ``arch`` builds the model and
-    ``weights`` (any of those formats) fill it. Raises ``FileNotFoundError`` for a missing file,
-    :class:`utils.config.ConfigError` or ValueError for weights that do not fit.
+) -> LoadedModel:
+    """The model of ``weights``: a U2Seg checkpoint (its stored config gives the input size and
+    the normalisation), official / ported U2Net weights or a U2Net ONNX file (official
+    normalisation unless its metadata says otherwise). With ``config_path``, the config's
+    ``arch`` builds the model and ``weights`` (any of those formats) fill it; the config's
+    ``normalisation``, when it has one, overrides the weights'. Raises ``FileNotFoundError`` for
+    a missing file, :class:`utils.config.ConfigError` or ValueError for weights that do not fit.
     """
-    if config_path:
-        config = cfg.load_config(config_path)
-        if not isinstance(config.get("arch"), dict):
-            raise cfg.ConfigError(f"{config_path} has no 'arch' section to build the model from")
-        arch = config["arch"]
-        with_weights = {**arch, "args": {**arch.get("args", {}), "pretrained": str(weights)}}
-        model = cfg.build({"arch": with_weights}, "arch", cfg.classes_in(models))
-        return model.eval(), input_size(config), f"{arch['type']} from {config_path}"
     loaded = read_pretrained(weights)
-    description = f"U2Net {loaded.variant!r} ({loaded.source} weights)"
-    return U2Net.from_weights(loaded), input_size(loaded.config), description
+    if not config_path:
+        description = f"U2Net {loaded.variant!r} ({loaded.source} weights)"
+        normalisation = loaded.normalisation or NORMALISATIONS[0]
+        model = U2Net.from_weights(loaded)
+        return LoadedModel(model, input_size(loaded.config), description, normalisation)
+    config = cfg.load_config(config_path)
+    if not isinstance(config.get("arch"), dict):
+        raise cfg.ConfigError(f"{config_path} has no 'arch' section to build the model from")
+    arch = config["arch"]
+    bare = {**arch, "args": {k: v for k, v in arch.get("args", {}).items() if k != "pretrained"}}
+    model = cfg.build({"arch": bare}, "arch", cfg.classes_in(models))
+    model.load_weights(loaded)
+    normalisation = config.get("normalisation", loaded.normalisation or NORMALISATIONS[0])
+    check_normalisation(normalisation)
+    description = f"{arch['type']} from {config_path}"
+    return LoadedModel(model.eval(), input_size(config), description, normalisation)
 
 
 class Predictor(_Predictor):
@@ -77,13 +94,16 @@ class Predictor(_Predictor):
         config: str | os.PathLike | None = None,
         amp: str = "off",
         channels_last: bool = False,
+        normalisation: str | None = None,
         **options: Any,
     ) -> Predictor:
         """A predictor of the weights at ``path`` (what ``inference.py -m`` accepts).
 
         ``device``: ``auto`` (the first GPU if there is one), ``cpu``, ``cuda`` or ``cuda:N``;
         ``config``: a config whose ``arch`` builds the model (``inference.py -c``); ``amp``:
-        ``off``, ``fp16``, ``bf16`` or ``auto`` (fp16 on CUDA, bf16 on the CPU). ``options``
+        ``off``, ``fp16``, ``bf16`` or ``auto`` (fp16 on CUDA, bf16 on the CPU);
+        ``normalisation``: ``imagenet`` or ``official``, None for the weights' own (see
+        :func:`load_model`). ``options``
         are :class:`PredictOptions` fields (``mode``, ``size``, ``scales``, ``flip``,
         ``window``, ...); ``None`` means the default: ``size`` from the checkpoint's config (else
         320), ``window`` = ``size``, ``batch_size`` 8 on a GPU and 1 on the CPU. Raises
@@ -92,7 +112,7 @@ class Predictor(_Predictor):
         torch_device, ids = resolve_device(device)
         if ids:
             raise ValueError(f"device {device!r}: prediction runs on one device; give one id")
-        model, default_size, description = load_model(path, config)
+        model, default_size, description, own_normalisation = load_model(path, config)
         chosen = {name: value for name, value in options.items() if value is not None}
         size = chosen.setdefault("size", default_size)
         chosen.setdefault("window", size)
@@ -105,6 +125,7 @@ class Predictor(_Predictor):
             torch_device,
             amp=default_amp(torch_device) if amp == "auto" else amp,
             channels_last=channels_last,
+            normalisation=normalisation or own_normalisation,
         )
         predictor.description = description
         return predictor

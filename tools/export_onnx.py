@@ -8,6 +8,11 @@ model then run on the same random inputs (two sizes with ``--dynamic``) and the 
 their largest absolute difference exceeds the tolerance (1e-4; 1e-2 with ``--half``). The file
 is written to a temporary name and renamed to the output only once the export and its check
 succeed, so a failure (or a full disk) never leaves a broken file nor replaces a good one.
+
+The graph holds the model only: its input is the normalised RGB image. How to normalise
+(``imagenet``: x / 255, or ``official``: x / max(x), then the ImageNet mean/std) is that of the
+weights (a checkpoint's ``normalisation``; ``official`` for the official files), printed and
+recorded in the file's metadata (``normalisation``), where ``load_pretrained`` reads it back.
 """
 
 from __future__ import annotations
@@ -25,7 +30,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a script: make the repository's packages importable
     sys.path.insert(0, str(ROOT))
 
-from models import load_pretrained  # noqa: E402
+from models import U2Net, read_pretrained  # noqa: E402
+from models.onnx_weights import NORMALISATION_KEY  # noqa: E402
 from utils.io.atomic import atomic_path  # noqa: E402
 from utils.preprocessing import DEFAULT_INPUT_SIZE  # noqa: E402
 
@@ -158,8 +164,22 @@ def verify(model: torch.nn.Module, path: Path, args: argparse.Namespace, channel
     print(f"OK: within {args.tolerance:g}")
 
 
+def record_normalisation(path: Path, normalisation: str) -> None:
+    """Add the ``normalisation`` metadata entry to the ONNX file at ``path``."""
+    import onnx
+
+    graph = onnx.load(str(path))
+    entry = graph.metadata_props.add()
+    entry.key, entry.value = NORMALISATION_KEY, normalisation
+    onnx.save(graph, str(path))
+
+
 def export_checked(
-    model: torch.nn.Module, output: Path, args: argparse.Namespace, channels: int
+    model: torch.nn.Module,
+    output: Path,
+    args: argparse.Namespace,
+    channels: int,
+    normalisation: str = "imagenet",
 ) -> None:
     """Export ``model`` to a temporary file beside ``output``, check it (:func:`verify`) and only
     then rename it to ``output``: a failed export or check, or a full disk, leaves a previous
@@ -171,6 +191,7 @@ def export_checked(
     with atomic_path(output) as tmp:
         try:
             export(model, tmp, example, args.dynamic, args.opset, args.exporter)
+            record_normalisation(tmp, normalisation)
         except ModuleNotFoundError as err:
             raise ModuleNotFoundError(
                 f"the {args.exporter} exporter needs {err.name} (pip install {err.name})",
@@ -189,15 +210,21 @@ def export_checked(
 def main(argv: list[str] | None = None) -> int:
     """Export and check; returns the exit code (0, or 1 when the check fails)."""
     args = parse_args(argv)
-    model = load_pretrained(args.model)
-    channels = model.encoders[0].conv_in.conv.in_channels
+    weights = read_pretrained(args.model)
+    model = U2Net.from_weights(weights)
+    channels = weights.in_channels
     print(f"loaded {args.model}: U2Net {model.variant!r}, {model.num_parameters():,} parameters")
+    print(
+        f"inputs: normalisation {weights.normalisation!r} (recorded in the file's metadata): "
+        + ("x / max(x)" if weights.normalisation == "official" else "x / 255")
+        + ", then the ImageNet mean/std"
+    )
     if args.half:
         model = model.cuda().half()
     output = Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)
     try:
-        export_checked(model, output, args, channels)
+        export_checked(model, output, args, channels, weights.normalisation or "imagenet")
     except CheckFailedError as err:
         kept = f"the previous {output} is kept" if output.exists() else f"{output} is not written"
         print(f"FAILED: {err}; {kept}", file=sys.stderr)

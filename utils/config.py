@@ -10,6 +10,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from utils.preprocessing import NORMALISATIONS
+
 
 class ConfigError(ValueError):
     """A config key or value is wrong; the message names the key and what is expected."""
@@ -23,6 +25,7 @@ DEFAULTS: dict[str, Any] = {
     "distributed": {"mode": "auto", "backend": "auto", "sync_bn": False, "timeout_min": 10.0},
     "amp": "off",
     "channels_last": False,
+    "normalisation": "imagenet",
     "trainer": {
         "epochs": 100,
         "save_dir": "saved/",
@@ -45,6 +48,7 @@ CHOICES = {  # plain keys with a fixed set of values
     "distributed.mode": ("auto", "none", "dp", "ddp"),
     "distributed.backend": ("auto", "nccl", "gloo"),
     "amp": ("off", "fp16", "bf16"),
+    "normalisation": NORMALISATIONS,
 }
 
 # Built sections: {"type": NAME, "args": {...}}; NAME is looked up in the section's registry,
@@ -52,8 +56,8 @@ CHOICES = {  # plain keys with a fixed set of values
 # here) are not config keys.
 BUILT_SECTIONS: dict[str, tuple[str, ...]] = {
     "arch": (),
-    "train_loader": ("seed", "evaluation"),
-    "val_loader": ("seed", "evaluation"),
+    "train_loader": ("seed", "evaluation", "normalisation"),
+    "val_loader": ("seed", "evaluation", "normalisation"),
     "loss": (),
     "optimizer": ("params",),
     "lr_scheduler": ("optimizer", "total_iters"),

@@ -13,7 +13,7 @@ import pytest
 import torch
 from torch import nn
 
-from models import U2Net, load_pretrained
+from models import U2Net, load_pretrained, read_pretrained
 from tests.helpers import ROOT
 from utils.io.checkpoint import save_checkpoint
 
@@ -68,6 +68,10 @@ def test_dynamic_export_matches_pytorch_at_two_sizes(checkpoint, tmp_path):
         expected = load_pretrained(checkpoint)(torch.from_numpy(image)).numpy()
     assert mask.shape == (1, 1, 97, 131)
     assert np.abs(mask - expected).max() < 1e-4
+    # The file says how its inputs are normalised, and loads back with it (not the default
+    # of metadata-less graphs, official)
+    assert "normalisation 'imagenet'" in result.stdout
+    assert read_pretrained(out).normalisation == "imagenet"
 
 
 def test_static_export_and_a_failed_check(checkpoint, tmp_path, capsys, monkeypatch):

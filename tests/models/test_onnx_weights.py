@@ -97,3 +97,17 @@ def test_a_u2net_onnx_file_is_recognised_without_its_suffix(exported, tmp_path):
     x = torch.randn(1, 3, 64, 64)
     with torch.inference_mode():
         assert np.allclose(load_pretrained(renamed)(x), model(x), atol=1e-5)
+
+
+def test_training_from_onnx_weights_needs_frozen_batchnorm_statistics(exported):
+    _, path = exported
+    with pytest.raises(ValueError, match=r"BatchNorm layers are folded.*freeze_bn_stats true"):
+        U2Net("lite", pretrained=str(path))
+    model = U2Net("lite", pretrained=str(path), freeze_bn_stats=True).train()
+    assert model.training and not any(
+        m.training for m in model.modules() if isinstance(m, nn.BatchNorm2d)
+    )
+    x = torch.randn(2, 3, 64, 64)
+    model(x)  # a training forward leaves the statistics as they were
+    bn = model.encoders[0].conv_in.bn
+    assert torch.equal(bn.running_mean, torch.zeros_like(bn.running_mean))
