@@ -173,3 +173,20 @@ def real_photos() -> dict[str, np.ndarray]:
     photos = {name: getattr(data, name)() for name in ("astronaut", "coffee", "chelsea", "rocket")}
     photos["astronaut_dark"] = np.round(photos["astronaut"] * (137 / 255)).astype(np.uint8)
     return photos
+
+
+def lite_with_batchnorm_statistics() -> torch.nn.Module:
+    """A seeded lite U2Net whose BatchNorm layers have non-default running statistics and
+    affine terms (so exports and loaders cannot pass by treating BatchNorm as an identity)."""
+    from models import U2Net
+
+    torch.manual_seed(0)
+    model = U2Net("lite")
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.normal_(0, 0.2)
+                m.running_var.uniform_(0.5, 2.0)
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.normal_(0, 0.1)
+    return model

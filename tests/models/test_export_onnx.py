@@ -11,10 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from torch import nn
 
-from models import U2Net, load_pretrained, read_pretrained
-from tests.helpers import ROOT
+from models import load_pretrained, read_pretrained
+from tests.helpers import ROOT, lite_with_batchnorm_statistics
 from utils.io.checkpoint import save_checkpoint
 
 ort = pytest.importorskip(
@@ -33,13 +32,7 @@ def load_tool():
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A lite U2Net with non-default BN statistics, saved as one of our checkpoints."""
-    torch.manual_seed(0)
-    model = U2Net("lite")
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.normal_(0, 0.2)
-                m.running_var.uniform_(0.5, 2.0)
+    model = lite_with_batchnorm_statistics()
     path = tmp_path_factory.mktemp("run") / "checkpoint-epoch1.pth"
     save_checkpoint({"arch": "U2Net", "epoch": 1, "state_dict": model.state_dict()}, path)
     return path

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from models import U2Net, load_pretrained
+from tests.helpers import lite_with_batchnorm_statistics
 from tests.models.test_export_onnx import load_tool
 
 onnx = pytest.importorskip("onnx", reason="onnx (requirements-dev.txt) reads and writes ONNX")
@@ -19,15 +20,7 @@ onnx = pytest.importorskip("onnx", reason="onnx (requirements-dev.txt) reads and
 def exported(tmp_path_factory: pytest.TempPathFactory) -> tuple[nn.Module, Path]:
     """A lite U2Net with non-default BatchNorm statistics and affine terms, and its ONNX export
     (64x64; the exporter folds every BatchNorm into its convolution)."""
-    torch.manual_seed(0)
-    model = U2Net("lite")
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.normal_(0, 0.2)
-                m.running_var.uniform_(0.5, 2.0)
-                m.weight.uniform_(0.5, 1.5)
-                m.bias.normal_(0, 0.1)
+    model = lite_with_batchnorm_statistics()
     model.eval()
     path = tmp_path_factory.mktemp("onnx") / "lite.onnx"
     load_tool().export(model, path, torch.zeros(1, 3, 64, 64), dynamic=False)
