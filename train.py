@@ -12,7 +12,13 @@ from typing import Any
 from base.base_trainer import NonFiniteLossError
 from utils import config as cfg
 from utils.io.checkpoint import load_training_checkpoint
-from utils.io.run_dir import has_results, new_run_dir, remove_run_dir
+from utils.io.run_dir import (
+    has_results,
+    new_run_dir,
+    newest_checkpoint,
+    remove_run_dir,
+    run_dirs,
+)
 from utils.io.run_lock import RunLock, RunLockedError, termination_signals
 from utils.runtime.cpu_memory import keep_freed_memory
 from utils.runtime.distributed import (
@@ -44,7 +50,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--config",
         help="JSON config file (with -r: values that override the checkpoint's stored config)",
     )
-    parser.add_argument("-r", "--resume", help="checkpoint to continue from, in its run folder")
+    parser.add_argument(
+        "-r",
+        "--resume",
+        help="checkpoint to continue from, in its run folder; 'auto': the newest checkpoint of "
+        "the config's runs (or of --run-dir), else a new run",
+    )
+    parser.add_argument("--run-dir", help="with -r auto: the run folder to continue")
     parser.add_argument(
         "-d",
         "--device",
@@ -64,6 +76,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if not args.config and not args.resume:
         parser.error("give a config with -c CONFIG, or a checkpoint to resume with -r CHECKPOINT")
+    if args.resume == "auto" and not (args.config or args.run_dir):
+        parser.error("-r auto needs -c CONFIG (its save_dir and name) or --run-dir RUN_FOLDER")
+    if args.run_dir and args.resume != "auto":
+        parser.error("--run-dir goes with -r auto")
     return args
 
 
@@ -98,6 +114,32 @@ def resolve_config(args: argparse.Namespace, known: cfg.Registries) -> dict[str,
     return cfg.validate_config(config, known)
 
 
+def resolve_auto_resume(args: argparse.Namespace, known: cfg.Registries) -> str | None:
+    """For ``-r auto`` (or ``trainer.resume: "auto"`` without ``-r``): set ``args.resume`` to the
+    newest checkpoint of ``--run-dir``, or of the run folders of the config's ``save_dir`` and
+    ``name``, or to None (a new run) when there is none; returns a line saying which. Raises
+    ``FileNotFoundError`` for a ``--run-dir`` without checkpoints and no config to start from."""
+    if args.resume not in (None, "auto"):
+        return None
+    auto, args.resume = args.resume == "auto", None
+    if args.run_dir:
+        folders = [Path(args.run_dir)]
+    else:
+        config = resolve_config(args, known)
+        auto = auto or config["trainer"]["resume"] == "auto"
+        folders = run_dirs(config["trainer"]["save_dir"], config["name"])
+    if not auto:
+        return None
+    found = newest_checkpoint(folders)
+    if found is None and not args.config:
+        raise FileNotFoundError(f"-r auto: no checkpoint-epochN.pth in {args.run_dir}")
+    args.resume = None if found is None else str(found)
+    where = ", ".join(str(f) for f in folders) or "no run folder yet"
+    if found is None:
+        return f"resume auto: no checkpoint in {where}: a new run"
+    return f"resume auto: continuing from {found}"
+
+
 def without_pretrained(config: dict[str, Any]) -> dict[str, Any]:
     """A copy of ``config`` whose ``arch.args`` has no ``pretrained`` weights file."""
     args = {k: v for k, v in config["arch"].get("args", {}).items() if k != "pretrained"}
@@ -127,6 +169,7 @@ def main(argv: list[str] | None = None) -> Path:
 def _main(argv: list[str] | None) -> Path:
     args = parse_args(argv)
     known = registries()
+    auto_resume = resolve_auto_resume(args, known)
     config = resolve_config(args, known)
     keep_freed_memory()  # no page faults on every step (see utils/runtime/cpu_memory.py)
     launch_argv = sys.argv if argv is None else ["train.py", *argv]
@@ -143,6 +186,8 @@ def _main(argv: list[str] | None) -> Path:
         setup_logging(run_dir, execution.is_main)
         if stale is not None:
             get_logger().info("took over %s of process %d, which is gone", lock.path, stale)
+        if auto_resume is not None:
+            get_logger().info("%s", auto_resume)
         try:
             with collective_timeouts():  # a stalled DDP process: a message, not a traceback
                 return run(args, config, known, execution, run_dir)

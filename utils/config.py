@@ -42,6 +42,7 @@ DEFAULTS: dict[str, Any] = {
         "prefetch": True,
         "clip_grad_norm": 0.0,
         "max_bad_files": 0.01,
+        "resume": "never",
     },
 }
 CHOICES = {  # plain keys with a fixed set of values
@@ -49,6 +50,7 @@ CHOICES = {  # plain keys with a fixed set of values
     "distributed.backend": ("auto", "nccl", "gloo"),
     "amp": ("off", "fp16", "bf16"),
     "normalisation": NORMALISATIONS,
+    "trainer.resume": ("never", "auto"),
 }
 
 # Built sections: {"type": NAME, "args": {...}}; NAME is looked up in the section's registry,

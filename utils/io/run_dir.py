@@ -41,6 +41,28 @@ def periodic_checkpoints(run_dir: Path) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
+CHECKPOINT_PATTERN = re.compile(r"^checkpoint-epoch(\d+)\.pth$")
+"""The name of a periodic checkpoint (``checkpoint-epochN.pth``)."""
+
+
+def run_dirs(save_dir: str | Path, name: str) -> list[Path]:
+    """The run folders of the run ``name`` under ``save_dir`` (``<save_dir>/runs/<name>/*``)."""
+    parent = Path(save_dir) / "runs" / name
+    return sorted(p for p in parent.iterdir() if p.is_dir()) if parent.is_dir() else []
+
+
+def newest_checkpoint(folders: list[Path]) -> Path | None:
+    """The newest ``checkpoint-epochN.pth`` in ``folders`` (latest written, then highest N), or
+    None. Checkpoints are written atomically, so every one found is complete."""
+    found = [
+        (path.stat().st_mtime, int(match.group(1)), path)
+        for folder in folders
+        for path in folder.glob("checkpoint-epoch*.pth")
+        if (match := CHECKPOINT_PATTERN.match(path.name))
+    ]
+    return max(found)[2] if found else None
+
+
 def has_results(run_dir: Path) -> bool:
     """Whether a run saved anything worth keeping: a checkpoint or a ``metrics.jsonl`` line."""
     metrics = run_dir / "metrics.jsonl"
