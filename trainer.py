@@ -45,13 +45,17 @@ class Trainer(BaseTrainer):
     def _train_epoch(self, epoch: int) -> dict[str, float]:
         self.model.train()
         self._start_pass(self.train_loader)
-        loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
+        # a run resumed mid-epoch: its steps done so far, their loss and samples (on rank 0)
+        done = self.resume_iteration
+        partial = self.resume_partial if self.is_main else {}
+        loss_sum = torch.tensor(partial.get("loss_sum", 0.0), dtype=torch.float64)
+        loss_sum = loss_sum.to(self.device)
         first_bad = torch.full((), -1, dtype=torch.int64, device=self.device)
-        seen = 0
+        seen = int(partial.get("seen", 0))
         steps = len(self.train_loader)
         start = time.perf_counter()
         bar = self._progress(self.train_loader, "train", epoch)
-        for i, (images, masks) in enumerate(bar):
+        for i, (images, masks) in enumerate(bar, start=done):
             loss = self.train_step(images, masks)
             if self.lr_scheduler is not None:
                 self.lr_scheduler.step()
@@ -72,6 +76,8 @@ class Trainer(BaseTrainer):
                     step = self._tb_step(epoch, i + 1)
                     self.writer.add_scalar("train/loss", loss_value, step)
                     self.writer.add_scalar("train/lr", lr, step)
+            if self.save_every_iters and self._tb_step(epoch, i + 1) % self.save_every_iters == 0:
+                self._save_position(epoch, i + 1, loss_sum, seen)
         totals = [loss_sum, torch.tensor(float(seen), dtype=torch.float64, device=self.device)]
         all_reduce_sum_(totals)  # the mean over every process's images
         return {
@@ -79,6 +85,18 @@ class Trainer(BaseTrainer):
             "lr": self.optimizer.param_groups[0]["lr"],
             "bad_files": self._finish_pass("train", self.train_loader, seen, epoch),
         }
+
+    def _save_position(self, epoch: int, iteration: int, loss_sum: torch.Tensor, seen: int) -> None:
+        """``checkpoint-last.pth`` after step ``iteration`` of ``epoch`` (every process sums its
+        share of the epoch's loss and samples; the main process writes)."""
+        totals = [
+            loss_sum.clone(),
+            torch.tensor(float(seen), dtype=torch.float64, device=self.device),
+        ]
+        all_reduce_sum_(totals)
+        if self.is_main:
+            partial = {"loss_sum": totals[0].item(), "seen": int(totals[1].item())}
+            self._save_iteration(epoch, iteration, partial)
 
     @torch.no_grad()
     def _valid_epoch(self, epoch: int) -> dict[str, float]:

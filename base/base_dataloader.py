@@ -48,9 +48,14 @@ class SeededSampler(Sampler):
         self.world_size = world_size
         self.evaluation = evaluation
         self.epoch = 0
+        self.start = 0
 
-    def set_epoch(self, epoch: int) -> None:
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        """Draw the order of ``epoch``; ``start`` keys of this process's share are left out
+        (a run resumed in the middle of an epoch continues with exactly the keys that were
+        left; ``len`` stays the whole epoch's)."""
         self.epoch = epoch
+        self.start = start
 
     def __len__(self) -> int:
         n = len(self.indices)
@@ -68,7 +73,7 @@ class SeededSampler(Sampler):
                 total = len(self) * self.world_size
                 order = (order * math.ceil(total / len(order)))[:total]
             order = order[self.rank :: self.world_size]
-        return iter((index, self.seed, self.epoch) for index in order)
+        return iter((index, self.seed, self.epoch) for index in order[self.start :])
 
 
 def split_indices(n: int, val_split: float, seed: int) -> tuple[list[int], list[int]]:

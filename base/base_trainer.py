@@ -21,7 +21,7 @@ from utils.io.checkpoint import (
     load_training_checkpoint,
     save_checkpoint,
 )
-from utils.io.run_dir import MetricsLog, periodic_checkpoints
+from utils.io.run_dir import LAST_CHECKPOINT, MetricsLog, periodic_checkpoints
 from utils.io.run_lock import signals_deferred
 from utils.runtime.distributed import all_reduce_sum_, barrier
 from utils.runtime.execution import Execution, prepare_model, unwrap
@@ -87,6 +87,9 @@ class BaseTrainer(ABC):
         self.early_stop: int = trainer["early_stop"]
         self.vis_samples: int = trainer["vis_samples"]
         self.max_bad_files: float = trainer["max_bad_files"]
+        self.save_every_iters: int = trainer["save_every_iters"]
+        self.resume_iteration = 0  # training steps of start_epoch already done (mid-epoch resume)
+        self.resume_partial: dict[str, float] = {}  # their summed loss and sample count
         self._named_bad: set[tuple[str, int]] = set()  # (pass, sample) already logged
         self.train_loader = train_loader
         self.val_loader = val_loader if trainer["val"] else None
@@ -142,7 +145,11 @@ class BaseTrainer(ABC):
             from torch.utils.tensorboard import SummaryWriter
 
             # a resumed run drops the points of the epochs it does again (steps are iterations)
-            purge = self._tb_step(self.start_epoch - 1) + 1 if resume is not None else None
+            purge = (
+                self._tb_step(self.start_epoch, self.resume_iteration) + 1
+                if resume is not None
+                else None
+            )
             self.writer = SummaryWriter(log_dir=str(self.run_dir), purge_step=purge)
 
     def _parse_monitor(self, monitor: str) -> tuple[str, str | None]:
@@ -186,7 +193,11 @@ class BaseTrainer(ABC):
             for loader in (self.train_loader, self.val_loader):
                 if loader is not None and hasattr(loader.sampler, "set_epoch"):
                     loader.sampler.set_epoch(epoch)
+            if epoch == self.start_epoch and self.resume_iteration:
+                done = self.resume_iteration * self.train_loader.batch_size
+                self.train_loader.sampler.set_epoch(epoch, start=done)
             train_log = self._train_epoch(epoch)
+            self.resume_iteration, self.resume_partial = 0, {}
             record: dict[str, Any] = {
                 "epoch": epoch,
                 "train_loss": train_log["loss"],
@@ -290,6 +301,15 @@ class BaseTrainer(ABC):
                 for old in periodic_checkpoints(self.run_dir)[: -self.keep_last]:
                     old.unlink()
 
+    def _save_iteration(self, epoch: int, iteration: int, partial: dict[str, float]) -> None:
+        """Write ``checkpoint-last.pth`` after step ``iteration`` of ``epoch``: the training state
+        at that step, ``epoch`` - 1 epochs complete, and ``partial`` (the epoch's summed loss
+        and sample count so far, over every process)."""
+        state = self._checkpoint(epoch - 1)
+        state["iteration"], state["partial"] = iteration, partial
+        with signals_deferred():
+            save_checkpoint(state, self.run_dir / LAST_CHECKPOINT)
+
     def _resume(self, path: Path) -> None:
         state = load_training_checkpoint(path)
         model = unwrap(self.model)
@@ -314,6 +334,8 @@ class BaseTrainer(ABC):
         self.best_epoch = state.get("best_epoch")
         self._report_config_changes(state.get("config") or {})
         self.start_epoch = state["epoch"] + 1
+        self.resume_iteration = int(state.get("iteration") or 0)
+        self.resume_partial = dict(state.get("partial") or {})
         set_rng_state(state["rng"])
         if self.is_main:
             for number in self.metrics_log.truncate_after(state["epoch"]):
@@ -328,7 +350,12 @@ class BaseTrainer(ABC):
                     self.monitor_metric, self.monitor_best
                 )
             self._check_best_model(path)
-        self.logger.info("resumed from %s: continuing at epoch %d", path, self.start_epoch)
+        self.logger.info(
+            "resumed from %s: continuing at epoch %d%s",
+            path,
+            self.start_epoch,
+            f", after its step {self.resume_iteration}" if self.resume_iteration else "",
+        )
 
     def _check_best_model(self, resumed: Path) -> None:
         """Make ``best_model.pth`` hold the best epoch that the resumed checkpoint records

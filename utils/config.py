@@ -43,6 +43,7 @@ DEFAULTS: dict[str, Any] = {
         "clip_grad_norm": 0.0,
         "max_bad_files": 0.01,
         "resume": "never",
+        "save_every_iters": 0,
     },
 }
 CHOICES = {  # plain keys with a fixed set of values
@@ -225,7 +226,7 @@ def _check_trainer(trainer: dict[str, Any]) -> None:
             f"'trainer.clip_grad_norm' must be 0 (off) or a positive norm, got "
             f"{trainer['clip_grad_norm']}"
         )
-    for key in ("early_stop", "vis_samples"):
+    for key in ("early_stop", "vis_samples", "save_every_iters"):
         if trainer[key] < 0:
             raise ConfigError(f"'trainer.{key}' must be 0 (off) or more, got {trainer[key]}")
     max_bad = trainer["max_bad_files"]

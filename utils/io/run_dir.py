@@ -41,8 +41,8 @@ def periodic_checkpoints(run_dir: Path) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
-CHECKPOINT_PATTERN = re.compile(r"^checkpoint-epoch(\d+)\.pth$")
-"""The name of a periodic checkpoint (``checkpoint-epochN.pth``)."""
+LAST_CHECKPOINT = "checkpoint-last.pth"
+"""The iteration checkpoint (``trainer.save_every_iters``), rewritten in place."""
 
 
 def run_dirs(save_dir: str | Path, name: str) -> list[Path]:
@@ -52,15 +52,19 @@ def run_dirs(save_dir: str | Path, name: str) -> list[Path]:
 
 
 def newest_checkpoint(folders: list[Path]) -> Path | None:
-    """The newest ``checkpoint-epochN.pth`` in ``folders`` (latest written, then highest N), or
-    None. Checkpoints are written atomically, so every one found is complete."""
+    """The latest written ``checkpoint-epochN.pth`` or ``checkpoint-last.pth`` in ``folders``,
+    or None. Checkpoints are written atomically, so every one found is complete. Raises
+    ``FileNotFoundError`` for a folder that does not exist."""
+    for folder in folders:
+        if not folder.is_dir():
+            raise FileNotFoundError(f"run folder {folder} does not exist")
     found = [
-        (path.stat().st_mtime, int(match.group(1)), path)
+        path
         for folder in folders
-        for path in folder.glob("checkpoint-epoch*.pth")
-        if (match := CHECKPOINT_PATTERN.match(path.name))
+        for path in (*periodic_checkpoints(folder), folder / LAST_CHECKPOINT)
+        if path.is_file()
     ]
-    return max(found)[2] if found else None
+    return max(found, key=lambda path: path.stat().st_mtime_ns, default=None)
 
 
 def has_results(run_dir: Path) -> bool:
