@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import time
+from contextlib import nullcontext
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -11,6 +13,8 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from base.base_trainer import BaseTrainer
+from utils.io.run_dir import LAST_CHECKPOINT
+from utils.io.run_lock import Terminated, signals_deferred
 from utils.metrics import SODMetrics
 from utils.runtime.distributed import all_reduce_sum_, broadcast_buffers_
 from utils.runtime.execution import unwrap
@@ -29,6 +33,31 @@ def _kept(flags: torch.Tensor, keys: list[Any]) -> torch.Tensor | None:
     return None if not skipped.any() else skipped == 0
 
 
+@dataclass
+class EpochTotals:
+    """The running totals of a training epoch on this process: summed loss and samples, the
+    first step whose loss was not finite (-1: none; kept on the device, no sync per step), the
+    steps done and the start time."""
+
+    loss_sum: torch.Tensor
+    seen: int
+    first_bad: torch.Tensor
+    done: int
+    start: float
+
+    def add(self, loss: torch.Tensor, samples: int) -> None:
+        """Count one more step of ``samples`` samples and its (detached) mean ``loss``."""
+        self.done += 1
+        bad = (self.first_bad < 0) & ~loss.isfinite()
+        self.first_bad = torch.where(bad, self.done, self.first_bad)
+        self.loss_sum += loss * samples
+        self.seen += samples
+
+    def partial(self) -> dict[str, float]:
+        """This process's loss sum and sample count, for ``checkpoint-last.pth``."""
+        return {"loss_sum": self.loss_sum.item(), "seen": self.seen}
+
+
 class Trainer(BaseTrainer):
     """Deep-supervised U2Net training; validation scores the fused probability map."""
 
@@ -43,60 +72,74 @@ class Trainer(BaseTrainer):
         return tqdm(batches, desc=desc, leave=False, dynamic_ncols=True, disable=disable)
 
     def _train_epoch(self, epoch: int) -> dict[str, float]:
+        """One training epoch (the rest of it after a mid-epoch resume). With
+        ``save_every_iters``, a termination signal lets the current step finish, the main
+        process writes ``checkpoint-last.pth`` at that position, and then the run ends."""
         self.model.train()
         self._start_pass(self.train_loader)
-        # a run resumed mid-epoch: its steps done so far, their loss and samples (on rank 0)
-        done = self.resume_iteration
-        partial = self.resume_partial if self.is_main else {}
-        loss_sum = torch.tensor(partial.get("loss_sum", 0.0), dtype=torch.float64)
-        loss_sum = loss_sum.to(self.device)
-        first_bad = torch.full((), -1, dtype=torch.int64, device=self.device)
-        seen = int(partial.get("seen", 0))
-        steps = len(self.train_loader)
-        start = time.perf_counter()
+        totals = self._epoch_totals()
         bar = self._progress(self.train_loader, "train", epoch)
-        for i, (images, masks) in enumerate(bar, start=done):
-            loss = self.train_step(images, masks)
-            if self.lr_scheduler is not None:
-                self.lr_scheduler.step()
-            # no host sync per step: the first non-finite step is recorded on the device
-            first_bad = torch.where((first_bad < 0) & ~loss.isfinite(), i + 1, first_bad)
-            loss_sum += loss * images.shape[0]
-            seen += images.shape[0]
-            if (i + 1) % self.log_per_iter == 0 or i + 1 == steps:
-                self._check_finite(first_bad, epoch)
-                lr = self.optimizer.param_groups[0]["lr"]
-                loss_value = loss.item()
-                bar.set_postfix(
-                    loss=f"{loss_value:.4f}",
-                    lr=f"{lr:.3g}",
-                    img_s=f"{seen / (time.perf_counter() - start):.1f}",
+        guard = signals_deferred if self.save_every_iters else nullcontext
+        try:
+            for images, masks in bar:
+                with guard():
+                    loss = self.train_step(images, masks)
+                    if self.lr_scheduler is not None:
+                        self.lr_scheduler.step()
+                    totals.add(loss, images.shape[0])
+                self._after_step(epoch, loss, totals, bar)
+        except Terminated:
+            if self.save_every_iters and self.is_main and totals.done > self.resume_iteration:
+                self._save_iteration(epoch, totals.done, totals.partial())
+                self.logger.info(
+                    "saved %s after step %d of epoch %d", LAST_CHECKPOINT, totals.done, epoch
                 )
-                if self.writer is not None:
-                    step = self._tb_step(epoch, i + 1)
-                    self.writer.add_scalar("train/loss", loss_value, step)
-                    self.writer.add_scalar("train/lr", lr, step)
-            if self.save_every_iters and self._tb_step(epoch, i + 1) % self.save_every_iters == 0:
-                self._save_position(epoch, i + 1, loss_sum, seen)
-        totals = [loss_sum, torch.tensor(float(seen), dtype=torch.float64, device=self.device)]
-        all_reduce_sum_(totals)  # the mean over every process's images
+            raise
+        summed = [totals.loss_sum, torch.tensor(float(totals.seen), dtype=torch.float64)]
+        summed[1] = summed[1].to(self.device)
+        all_reduce_sum_(summed)  # the mean over every process's images
         return {
-            "loss": (totals[0] / totals[1].clamp(min=1)).item(),
+            "loss": (summed[0] / summed[1].clamp(min=1)).item(),
             "lr": self.optimizer.param_groups[0]["lr"],
-            "bad_files": self._finish_pass("train", self.train_loader, seen, epoch),
+            "bad_files": self._finish_pass("train", self.train_loader, totals.seen, epoch),
         }
 
-    def _save_position(self, epoch: int, iteration: int, loss_sum: torch.Tensor, seen: int) -> None:
-        """``checkpoint-last.pth`` after step ``iteration`` of ``epoch`` (every process sums its
-        share of the epoch's loss and samples; the main process writes)."""
-        totals = [
-            loss_sum.clone(),
-            torch.tensor(float(seen), dtype=torch.float64, device=self.device),
-        ]
-        all_reduce_sum_(totals)
-        if self.is_main:
-            partial = {"loss_sum": totals[0].item(), "seen": int(totals[1].item())}
-            self._save_iteration(epoch, iteration, partial)
+    def _epoch_totals(self) -> EpochTotals:
+        """The running totals of a new epoch, or those of the resumed one's steps done (their
+        loss and samples summed over every process, held by the main process)."""
+        partial = self.resume_partial if self.is_main else {}
+        loss_sum = torch.tensor(partial.get("loss_sum", 0.0), dtype=torch.float64)
+        return EpochTotals(
+            loss_sum=loss_sum.to(self.device),
+            seen=int(partial.get("seen", 0)),
+            first_bad=torch.full((), -1, dtype=torch.int64, device=self.device),
+            done=self.resume_iteration,
+            start=time.perf_counter(),
+        )
+
+    def _after_step(self, epoch: int, loss: torch.Tensor, totals: EpochTotals, bar: tqdm) -> None:
+        """Every ``log_per_iter`` steps (and at the end): the finite-loss check, the progress bar
+        and TensorBoard; every ``save_every_iters`` steps: ``checkpoint-last.pth``."""
+        step = totals.done
+        if step % self.log_per_iter == 0 or step == len(self.train_loader):
+            self._check_finite(totals.first_bad, epoch)
+            lr = self.optimizer.param_groups[0]["lr"]
+            loss_value = loss.item()
+            rate = totals.seen / (time.perf_counter() - totals.start)
+            bar.set_postfix(loss=f"{loss_value:.4f}", lr=f"{lr:.3g}", img_s=f"{rate:.1f}")
+            if self.writer is not None:
+                self.writer.add_scalar("train/loss", loss_value, self._tb_step(epoch, step))
+                self.writer.add_scalar("train/lr", lr, self._tb_step(epoch, step))
+        if self.save_every_iters and self._tb_step(epoch, step) % self.save_every_iters == 0:
+            partial = [
+                totals.loss_sum.clone(),
+                torch.tensor(float(totals.seen), dtype=torch.float64),
+            ]
+            partial[1] = partial[1].to(self.device)
+            all_reduce_sum_(partial)  # every process's share of the epoch so far
+            if self.is_main:
+                summed = {"loss_sum": partial[0].item(), "seen": int(partial[1].item())}
+                self._save_iteration(epoch, step, summed)
 
     @torch.no_grad()
     def _valid_epoch(self, epoch: int) -> dict[str, float]:
