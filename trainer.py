@@ -130,7 +130,7 @@ class Trainer(BaseTrainer):
             if self.writer is not None:
                 self.writer.add_scalar("train/loss", loss_value, self._tb_step(epoch, step))
                 self.writer.add_scalar("train/lr", lr, self._tb_step(epoch, step))
-        if self.save_every_iters and self._tb_step(epoch, step) % self.save_every_iters == 0:
+        if self.save_every_iters and self._global_step(epoch, step) % self.save_every_iters == 0:
             partial = [
                 totals.loss_sum.clone(),
                 torch.tensor(float(totals.seen), dtype=torch.float64),

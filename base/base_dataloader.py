@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import math
+import signal
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -97,6 +98,12 @@ def _track_skipped(dataset: Dataset, indices: Sequence[int]) -> None:
 
 def _worker_init(_: int) -> None:
     cv2.setNumThreads(0)  # one OpenCV thread per worker: the workers already run in parallel
+    # SIGTERM / SIGHUP / SIGINT sent to the whole process group (a scheduler, torchrun, a
+    # terminal) are for the main process, which ends the run cleanly and shuts the workers
+    # down; a worker killed by them would make the main process fail with "DataLoader worker
+    # is killed by signal" instead. A worker whose main process is gone exits by itself.
+    for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+        signal.signal(signum, signal.SIG_IGN)
 
 
 def _loader_kwargs(

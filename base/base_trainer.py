@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, ClassVar
@@ -169,10 +170,20 @@ class BaseTrainer(ABC):
         return mode, metric
 
     def _tb_step(self, epoch: int, iteration: int | None = None) -> int:
-        """The TensorBoard step of every point: the training iterations done by ``iteration``
-        (counted from 1) of ``epoch``, or by the end of ``epoch``."""
-        steps = len(self.train_loader)
-        return (epoch - 1) * steps + (steps if iteration is None else iteration)
+        """The TensorBoard step of every point: the training images seen, over every process,
+        by the end of step ``iteration`` (counted from 1) of ``epoch``, or of the whole epoch.
+        Unlike iterations, images do not depend on the number of processes or the batch size,
+        so a run resumed in another mode continues its curves where they were."""
+        sampler = getattr(self.train_loader, "sampler", None)
+        per_epoch = len(getattr(sampler, "indices", None) or self.train_loader.dataset)
+        if iteration is None:
+            return epoch * per_epoch
+        seen = iteration * self.train_loader.batch_size * self.execution.world_size
+        return (epoch - 1) * per_epoch + min(seen, per_epoch)
+
+    def _global_step(self, epoch: int, iteration: int) -> int:
+        """Training steps done by the end of step ``iteration`` of ``epoch``."""
+        return (epoch - 1) * len(self.train_loader) + iteration
 
     @abstractmethod
     def _train_epoch(self, epoch: int) -> dict[str, float]: ...
@@ -385,6 +396,14 @@ class BaseTrainer(ABC):
                 recorded,
             )
             return
+        if held is not None and held >= self.start_epoch:  # from the epochs now redone
+            kept = self.run_dir / f"best_model-epoch{held}.pth"
+            os.replace(best, kept)
+            self.logger.warning(
+                "best_model.pth of epoch %d comes after the resumed checkpoint: kept as %s",
+                held,
+                kept.name,
+            )
         copy_checkpoint(source, best)
         self.logger.warning("%s but %s: restored best_model.pth from %s", found, recorded, source)
 

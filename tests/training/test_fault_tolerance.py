@@ -240,12 +240,14 @@ def scalar_steps(run: Path, tag: str) -> list[int]:
 
 def test_a_resumed_run_has_one_tensorboard_point_per_epoch(tmp_path):
     run = train.main(["-c", str(tiny_config(tmp_path)), "-d", "cpu"])
-    train.main(["-r", str(run / "checkpoint-epoch1.pth"), "-d", "cpu"])
+    # resumed with another batch size (as in another mode: other iterations per epoch)
+    batch = ["--opt", "train_loader.args.batch_size=2"]
+    train.main(["-r", str(run / "checkpoint-epoch1.pth"), "-d", "cpu", *batch])
     assert len(list(run.glob("events.out.tfevents.*"))) == 2
-    steps_per_epoch = 2  # 8 training images, batch size 4
-    assert scalar_steps(run, "epoch/train_loss") == [steps_per_epoch, 2 * steps_per_epoch]
-    assert scalar_steps(run, "val/maxF") == [steps_per_epoch, 2 * steps_per_epoch]
-    assert scalar_steps(run, "train/loss") == [1, 2, 3, 4]
+    # the x-axis is training images seen: 8 per epoch
+    assert scalar_steps(run, "epoch/train_loss") == [8, 16]
+    assert scalar_steps(run, "val/maxF") == [8, 16]
+    assert scalar_steps(run, "train/loss") == [4, 8, 10, 12, 14, 16]
 
 
 def test_resume_from_a_file_that_is_no_training_checkpoint_is_one_line(tmp_path):
@@ -277,3 +279,36 @@ def test_resume_from_a_file_that_is_no_training_checkpoint_is_one_line(tmp_path)
     )
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "use arch.args.pretrained" in result.stderr
+
+
+def test_sigterm_to_the_process_group_with_loader_workers_ends_the_run_cleanly(tmp_path):
+    """A scheduler (SLURM, Kubernetes, torchrun, `timeout`) signals the whole process group:
+    the DataLoader workers get SIGTERM too and must leave the ending to the main process."""
+    options = [f"trainer.save_dir={tmp_path / 'saved'}", "trainer.epochs=3", "name=tiny"]
+    for loader in ("train_loader", "val_loader"):  # the demo's loaders: one worker each
+        options += [f"{loader}.args.data_dir={tmp_path / 'demo'}", f"{loader}.args.num_train=32"]
+        options += [f"{loader}.args.num_test=8"]
+    job = subprocess.Popen(
+        [sys.executable, "train.py", "-c", "config.json", "-d", "cpu", "--opt", *options],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its own process group, as a batch job has
+    )
+    saved = wait_for(tmp_path, "saved/runs/tiny/*/checkpoint-epoch1.pth", job)
+    os.killpg(job.pid, signal.SIGTERM)
+    out, err = job.communicate(timeout=300)
+    assert job.returncode == 128 + signal.SIGTERM, err[-2000:]
+    assert "terminated by SIGTERM" in out and "Traceback" not in err
+    assert_intact(saved.parent)
+
+
+def test_a_resume_from_an_earlier_checkpoint_keeps_the_later_best_model(tmp_path):
+    run = train.main(["-c", str(tiny_config(tmp_path, epochs=3)), "-d", "cpu"])
+    save_checkpoint(load_checkpoint(run / "checkpoint-epoch3.pth"), run / "best_model.pth")
+    train.main(["-r", str(run / "checkpoint-epoch1.pth"), "-d", "cpu", "--opt", "trainer.epochs=1"])
+    kept = load_checkpoint(run / "best_model-epoch3.pth")
+    assert kept["epoch"] == 3  # the epoch-3 model is not lost
+    assert load_checkpoint(run / "best_model.pth")["epoch"] == 1  # the recorded best of epoch 1
+    assert "kept as best_model-epoch3.pth" in (run / "train.log").read_text()

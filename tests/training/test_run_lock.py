@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -24,17 +25,53 @@ time.sleep(300)
 """
 
 
+PID_HOLDER = """
+import os, sys, time
+from utils.io.run_lock import RunLock
+RunLock(sys.argv[1]).acquire()
+if sys.argv[2] == "fork" and os.fork() == 0:  # a child, like a DataLoader worker, lingers on
+    time.sleep(60)
+    os._exit(0)
+print(os.getpid(), flush=True)
+sys.stdin.read()
+"""
+
+
+def hold_lock(folder: Path, fork: bool = False) -> tuple[subprocess.Popen, int]:
+    """A process holding the lock of ``folder`` (with a forked child if ``fork``) and its PID."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c", PID_HOLDER, str(folder), "fork" if fork else "-"],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    return holder, int(holder.stdout.readline())
+
+
 def test_a_second_lock_is_refused_with_the_holders_pid_and_released_at_the_end(tmp_path):
-    lock = RunLock(tmp_path)
-    assert lock.acquire() is None
-    assert (tmp_path / LOCK_NAME).read_text() == f"{os.getpid()}\n"
-    with pytest.raises(RunLockedError, match=f"process {os.getpid()} is training in it"):
+    holder, pid = hold_lock(tmp_path)
+    with pytest.raises(RunLockedError, match=f"process {pid} is training in it"):
         RunLock(tmp_path).acquire()
+    holder.communicate("")  # it ends: its lock ends with it
+    lock = RunLock(tmp_path)
+    assert lock.acquire() == pid  # the file still names it: a stale lock, taken over
+    assert (tmp_path / LOCK_NAME).read_text() == f"{os.getpid()}\n"
     lock.release()
     assert not (tmp_path / LOCK_NAME).exists()
     again = RunLock(tmp_path)
     assert again.acquire() is None
     again.release()
+
+
+def test_a_killed_holders_lock_is_free_at_once_though_its_children_live_on(tmp_path):
+    holder, pid = hold_lock(tmp_path, fork=True)
+    holder.kill()  # SIGKILL, like kill -9 of a trainer whose DataLoader workers live on
+    holder.wait()
+    lock = RunLock(tmp_path)
+    assert lock.acquire() == pid
+    lock.release()
 
 
 def test_a_lock_left_by_a_dead_process_is_taken_over(tmp_path):

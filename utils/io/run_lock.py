@@ -9,6 +9,7 @@ PID of its holder, which a refused process names.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import signal
@@ -43,8 +44,13 @@ class RunLock:
         while True:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
+                # a POSIX record lock: unlike flock, forked children (DataLoader workers) do not
+                # inherit it, so it ends with this process even while orphaned workers linger
+                fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as err:
+                if err.errno not in (errno.EACCES, errno.EAGAIN):
+                    os.close(fd)
+                    raise
                 holder = _read_pid(fd)
                 os.close(fd)
                 raise RunLockedError(
