@@ -12,9 +12,14 @@ is skipped.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
+
+from utils.runtime.threads import WAIT_POLICY, apply_threads
+
+os.environ.setdefault(*WAIT_POLICY)  # before torch is imported: OpenMP reads it when it loads
 
 import torch
 
@@ -30,6 +35,7 @@ from utils.metrics.folders import (
     format_file_list,
     print_report,
 )
+from utils.preprocessing import NORMALISATIONS
 from utils.runtime.cpu_memory import keep_freed_memory
 from utils.runtime.precision import AMP_DTYPES
 
@@ -92,6 +98,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     arg(
         "--post-norm", action="store_true", help="min-max normalise each map (official test script)"
     )
+    arg(
+        "--normalisation",
+        choices=NORMALISATIONS,
+        help="input normalisation: imagenet (x / 255) or official (x / max(x)), then the "
+        "ImageNet mean/std (default: the weights' own: a checkpoint's config, official for the "
+        "official and rembg files)",
+    )
     arg("--gt", help="ground-truth folder: score the written maps like evaluate.py")
     arg("--json", help="with --gt: also write the scores to this JSON file")
     arg("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
@@ -106,11 +119,29 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     arg("--channels-last", action="store_true", help="channels-last memory format")
     arg(
+        "--fuse",
+        action="store_true",
+        help="fold BatchNorm into the convolutions and fuse the ReLUs, channels-last: faster on "
+        "the CPU (README: speed table); maps within 1e-4 of the default's, not bit-identical",
+    )
+    arg(
+        "--threads",
+        type=int,
+        default=0,
+        help="CPU threads in all, compute and file I/O (default 0: every core this process may "
+        "use; see the README's speed table)",
+    )
+    arg(
         "--batch-size",
         type=int,
         help="images per forward (sliding: windows); default 8 on a GPU, 1 on the CPU",
     )
-    arg("--workers", type=int, default=2, help="threads that read and write files (default 2)")
+    arg(
+        "--workers",
+        type=int,
+        help="threads that read files, and as many that write (default: from --threads: 0 up to "
+        "2 threads, i.e. files are read and written between forwards, else 1; 2 on a GPU)",
+    )
     args = parser.parse_args(argv)
     args.save = tuple(dict.fromkeys(kind.strip() for kind in args.save.split(",") if kind.strip()))
     unknown = [kind for kind in args.save if kind not in OUTPUT_KINDS]
@@ -124,8 +155,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(f"--threshold must be in [0, 1], got {args.threshold}")
     if args.batch_size is not None and args.batch_size < 1:
         parser.error("--batch-size must be at least 1")
-    if args.workers < 1:
-        parser.error("--workers must be at least 1")
+    if args.workers is not None and args.workers < 0:
+        parser.error("--workers must be 0 or more")
+    if args.threads < 0:
+        parser.error("--threads must be 0 (every core) or more")
     return args
 
 
@@ -162,16 +195,24 @@ def main(argv: list[str] | None = None) -> int:
             blend=args.blend,
             batch_size=args.batch_size,
             post_norm=args.post_norm,
+            normalisation=args.normalisation,
         )
+        if args.fuse:
+            predictor.fuse()
         inputs = list_inputs(Path(args.input), Path(args.output))
     except (ValueError, OSError) as err:  # ConfigError is a ValueError
         print(f"error: {err}", file=sys.stderr)
         return 2
 
     options, device = predictor.options, predictor.device
+    layout = apply_threads(args.threads, gpu=device.type == "cuda")
+    if args.workers is None:
+        args.workers = layout.io
     print(
-        f"{predictor.description} on {device}; {options.mode} mode, {describe(options)}; "
-        f"{len(inputs)} images"
+        f"{predictor.description} on {device}; {options.mode} mode, {describe(options)}, "
+        f"{predictor.normalisation} normalisation{', fused' if args.fuse else ''}; "
+        f"{len(inputs)} images; threads: {layout.compute} compute, {args.workers} read + "
+        f"{args.workers} write"
     )
     start = time.perf_counter()
     written, failures = predict_files(

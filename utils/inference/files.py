@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import NamedTuple, TypeVar
 
@@ -67,8 +67,26 @@ def check_not_overlapping(source: Path, output: Path) -> None:
             )
 
 
+class InlineExecutor(Executor):
+    """An executor without threads: ``submit`` runs the call at once in the calling thread and
+    returns its settled future (for a layout without I/O threads)."""
+
+    def submit(self, fn: Callable[..., R], /, *args: object, **kwargs: object) -> Future[R]:
+        future: Future[R] = Future()
+        try:
+            future.set_result(fn(*args, **kwargs))
+        except Exception as err:  # delivered by future.result(), as a pool would
+            future.set_exception(err)
+        return future
+
+
+def executor(threads: int) -> Executor:
+    """A pool of ``threads`` threads, or an :class:`InlineExecutor` for 0."""
+    return ThreadPoolExecutor(threads) if threads > 0 else InlineExecutor()
+
+
 def read_ahead(
-    function: Callable[[T], R], items: Iterable[T], pool: ThreadPoolExecutor, depth: int
+    function: Callable[[T], R], items: Iterable[T], pool: Executor, depth: int
 ) -> Iterator[R]:
     """``map(function, items)`` computed in ``pool`` at most ``depth`` items ahead, in order."""
     pending: deque[Future[R]] = deque()
@@ -122,8 +140,9 @@ def predict_files(
     :mod:`utils.inference.outputs`; the mask is ``probability >= threshold``).
 
     ``workers`` threads read the next images and ``workers`` more write the outputs while the
-    model runs. An image that cannot be read or written, or that runs out of GPU memory, is
-    skipped. Returns ``(images written, failure messages naming the files)``.
+    model runs (0: the calling thread reads and writes between forwards). An image that cannot
+    be read or written, or that runs out of GPU memory, is skipped. Returns ``(images written,
+    failure messages naming the files)``.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / OUTPUT_MARKER).touch()
@@ -143,8 +162,8 @@ def predict_files(
                 failures.append(f"{path}: cannot write the outputs: {err}")
 
     with (
-        ThreadPoolExecutor(workers) as readers,
-        ThreadPoolExecutor(workers) as writers,
+        executor(workers) as readers,
+        executor(workers) as writers,
         tqdm(total=len(inputs), unit="img", desc=predictor.options.mode, disable=None) as bar,
     ):
         loaded = read_ahead(read_input, inputs, readers, depth=per_batch + workers)

@@ -5,7 +5,9 @@ float32 HxW saliency probabilities on the predictor's device, computed as follow
 
 - Input: resized with ``cv2.INTER_LINEAR`` (the validation pipeline's resize) and normalised with
   the same float32 operations as the datasets, so an image at the validation size gets exactly
-  the validation input.
+  the validation input. With ``normalisation="official"`` each model input is first scaled by
+  ``255 / max`` (:func:`utils.preprocessing.official_gain`): the max of the resized image, in
+  sliding mode of the whole (scaled) image, so that all its windows share one gain.
 - ``single``: one forward at ``size`` x ``size``; ``multiscale``: one per scale, at
   ``round(size * scale)`` squared; ``sliding``: the image (optionally resized by ``scale``) is
   cut into ``window`` squares every ``stride`` pixels, the last ones shifted inside the border,
@@ -15,10 +17,13 @@ float32 HxW saliency probabilities on the predictor's device, computed as follow
 - ``flip``: the mirrored image goes through the same pipeline and its result is mirrored back
   before averaging, so a left-right symmetric image gets an exactly symmetric map.
 - ``post_norm``: the official test script's per-image min-max normalisation of the final map.
+- :meth:`Predictor.fuse`: the same computation with BatchNorm folded into the convolutions (and
+  the ReLUs fused into them on the CPU), channels-last; faster, within 1e-4, not bit-identical.
 """
 
 from __future__ import annotations
 
+import copy
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -28,10 +33,17 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_weights
 
 from utils.inference.windows import blend_weights, window_grid
 from utils.io.images import read_image
-from utils.preprocessing import DEFAULT_INPUT_SIZE, INV_STD_255, MEAN_255
+from utils.preprocessing import (
+    DEFAULT_INPUT_SIZE,
+    INV_STD_255,
+    MEAN_255,
+    check_normalisation,
+    official_gain,
+)
 from utils.runtime.precision import autocast, check_amp, memory_format
 
 PREDICTION_MODES = ("single", "multiscale", "sliding")
@@ -109,7 +121,8 @@ class Predictor:
 
     ``amp``: ``off``, ``fp16`` (CUDA) or ``bf16`` autocast of the forward (see
     :mod:`utils.runtime.precision`); ``channels_last``: the model and its inputs in channels-last
-    memory format.
+    memory format; ``normalisation``: as the model was trained (see
+    :data:`utils.preprocessing.NORMALISATIONS`). :meth:`fuse` makes it faster on the CPU.
     """
 
     def __init__(
@@ -119,9 +132,12 @@ class Predictor:
         device: torch.device | str = "cpu",
         amp: str = "off",
         channels_last: bool = False,
+        normalisation: str = "imagenet",
     ) -> None:
         self.device = torch.device(device)
         check_amp(amp, self.device)
+        check_normalisation(normalisation)
+        self.normalisation = normalisation
         self.options = options or PredictOptions()
         self.amp = amp
         self.memory_format = memory_format(channels_last)
@@ -129,10 +145,24 @@ class Predictor:
         self._mean = torch.from_numpy(MEAN_255).to(self.device)
         self._inv_std = torch.from_numpy(INV_STD_255).to(self.device)
 
+    def fuse(self) -> Predictor:
+        """Run a copy of the model with its Conv-BatchNorm(-ReLU) sequences fused
+        (:func:`fuse_conv_bn`), in channels-last format; returns this predictor.
+
+        Faster on the CPU (see the README's speed table); probabilities within 1e-4 of the
+        unfused model's (2e-5 measured for U2NETP at 320x320), not bit-identical."""
+        self.memory_format = memory_format(True)
+        fused = fuse_conv_bn(copy.deepcopy(self.model))
+        self.model = fused.to(self.device, memory_format=self.memory_format)
+        return self
+
     @torch.inference_mode()
-    def forward(self, batch: torch.Tensor) -> torch.Tensor:
-        """Probabilities (BxHxW float32) for a BxHxWx3 uint8 RGB batch on the device."""
+    def forward(self, batch: torch.Tensor, gains: torch.Tensor | None = None) -> torch.Tensor:
+        """Probabilities (BxHxW float32) for a BxHxWx3 uint8 RGB batch on the device; ``gains``
+        (B float32, official normalisation) scale each input first."""
         x = batch.permute(0, 3, 1, 2).float().contiguous(memory_format=self.memory_format)
+        if gains is not None:
+            x *= gains.view(-1, 1, 1, 1)
         x -= self._mean
         x *= self._inv_std
         with autocast(self.device, self.amp):
@@ -218,7 +248,9 @@ class Predictor:
             batch = np.stack(
                 [cv2.resize(image, (side, side), interpolation=cv2.INTER_LINEAR) for image in chunk]
             )
-            out = self.forward(torch.from_numpy(batch).to(self.device, non_blocking=True))
+            out = self.forward(
+                torch.from_numpy(batch).to(self.device, non_blocking=True), self._gains(batch)
+            )
             probs += [
                 resize_probability(p, image.shape[:2]) for p, image in zip(out, chunk, strict=True)
             ]
@@ -238,15 +270,96 @@ class Predictor:
         weight = blend_weights((wh, ww), opts.blend, self.device)
         total = torch.zeros(pixels.shape[:2], device=self.device)
         weight_sum = torch.zeros_like(total)
+        gain = self._gains(scaled[None])
         for start in range(0, len(corners), opts.batch_size):
             chunk = corners[start : start + opts.batch_size]
-            probs = self.forward(torch.stack([pixels[y : y + wh, x : x + ww] for y, x in chunk]))
+            windows = torch.stack([pixels[y : y + wh, x : x + ww] for y, x in chunk])
+            probs = self.forward(windows, None if gain is None else gain.expand(len(chunk)))
             for (y, x), prob in zip(chunk, probs, strict=True):
                 total[y : y + wh, x : x + ww].addcmul_(prob, weight)
                 weight_sum[y : y + wh, x : x + ww] += weight
             if on_windows:
                 on_windows(len(chunk))
         return resize_probability(total.div_(weight_sum), (height, width))
+
+    def _gains(self, images: np.ndarray) -> torch.Tensor | None:
+        """The official-normalisation gain of each of the BxHxWx3 ``images`` (None with the
+        ImageNet normalisation), float32 on the device."""
+        if self.normalisation != "official":
+            return None
+        peaks = images.reshape(len(images), -1).max(axis=1)
+        gains = [official_gain(float(peak)) for peak in peaks]
+        return torch.tensor(gains, dtype=torch.float32, device=self.device)
+
+
+class FusedConv(nn.Module):
+    """A convolution with a BatchNorm (eval mode) folded into its weights and bias, and
+    optionally the ReLU after it, applied in one oneDNN call on the CPU where torch has it
+    (float32, no autocast); elsewhere as a convolution and an in-place ReLU."""
+
+    def __init__(self, conv: nn.Conv2d, bn: nn.BatchNorm2d, relu: bool) -> None:
+        super().__init__()
+        weight, bias = fuse_conv_bn_weights(
+            conv.weight,
+            conv.bias,
+            bn.running_mean,
+            bn.running_var,
+            bn.eps,
+            bn.weight,
+            bn.bias,
+        )
+        self.weight, self.bias = weight, bias
+        self.stride, self.padding = list(conv.stride), list(conv.padding)
+        self.dilation, self.groups = list(conv.dilation), conv.groups
+        self.relu = relu
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        cpu_float = x.device.type == "cpu" and x.dtype == torch.float32
+        if _ONEDNN_CONV is not None and cpu_float and not torch.is_autocast_enabled("cpu"):
+            attr = "relu" if self.relu else "none"
+            args = (self.padding, self.stride, self.dilation, self.groups, attr, [None], "")
+            return _ONEDNN_CONV(x, self.weight, self.bias, *args)
+        y = F.conv2d(
+            x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups
+        )
+        return y.relu_() if self.relu else y
+
+
+_ONEDNN_CONV = (
+    getattr(torch.ops.mkldnn, "_convolution_pointwise", None)
+    if torch.backends.mkldnn.is_available()
+    else None
+)
+"""oneDNN's convolution with a fused element-wise post-op (the one torch.compile uses on the
+CPU), where this torch build has it."""
+
+
+def fuse_conv_bn(model: nn.Module) -> nn.Module:
+    """Replace, in place, every ``nn.Sequential`` of a Conv2d (zero padding), a BatchNorm2d and
+    optionally a ReLU (U2Net's ConvBNReLU) in the eval-mode ``model`` by a :class:`FusedConv`;
+    returns ``model``. Other modules are kept as they are."""
+    for name, child in model.named_children():
+        parts = list(child.children()) if isinstance(child, nn.Sequential) else []
+        if _fusable(parts):
+            setattr(model, name, FusedConv(parts[0], parts[1], relu=len(parts) == 3))
+        else:
+            fuse_conv_bn(child)
+    return model
+
+
+def _fusable(parts: list[nn.Module]) -> bool:
+    """Whether ``parts`` are a Conv2d with zero padding, a BatchNorm2d with running statistics
+    and optionally a ReLU."""
+    if len(parts) not in (2, 3) or not isinstance(parts[0], nn.Conv2d):
+        return False
+    conv, bn = parts[0], parts[1]
+    return (
+        conv.padding_mode == "zeros"
+        and not isinstance(conv.padding, str)
+        and isinstance(bn, nn.BatchNorm2d)
+        and bn.running_mean is not None
+        and (len(parts) == 2 or isinstance(parts[2], nn.ReLU))
+    )
 
 
 def _as_rgb(image: ImageInput) -> np.ndarray:

@@ -1,0 +1,82 @@
+"""CPU thread layout: torch's intra-op and inter-op threads, OpenCV's threads and the file I/O
+threads of a process, sized so that together they do not oversubscribe its cores.
+
+On a CPU shared with other work, more runnable threads than cores is what makes OpenMP slow:
+a worker thread waits at every barrier of every operator for a sibling that is not running, and
+with the default (active) wait policy it spins there, taking the core from the sibling it waits
+for. Measured on 2 cores with other processes running (U2NETP forward at 320x320, median of 5):
+2 torch threads 1.15-2.80 s with active waiting, 0.49 s with ``OMP_WAIT_POLICY=PASSIVE``, 0.47 s
+with 1 thread. :data:`WAIT_POLICY` must be set before torch is imported (OpenMP reads it when
+it loads; the CLIs set it first thing), so this module imports neither torch nor OpenCV at
+import time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass
+
+WAIT_POLICY = ("OMP_WAIT_POLICY", "PASSIVE")
+"""Environment variable and value that make waiting OpenMP threads sleep instead of spinning:
+``os.environ.setdefault(*WAIT_POLICY)`` before importing torch (a user's setting wins)."""
+
+
+def usable_cores() -> int:
+    """The number of CPUs this process may run on (its affinity mask, e.g. a SLURM or
+    ``taskset`` allocation; ``os.cpu_count()`` where affinity is not available)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not Linux
+        return os.cpu_count() or 1
+
+
+@dataclass(frozen=True)
+class ThreadLayout:
+    """How a process uses its ``cores``: ``compute`` torch intra-op threads (the calling thread
+    is one of them) and ``io`` threads each for reading and for writing files (0: files are
+    read and written by the calling thread, between forwards)."""
+
+    cores: int
+    compute: int
+    io: int
+
+
+def thread_layout(
+    threads: int | None = None, cores: int | None = None, gpu: bool = False
+) -> ThreadLayout:
+    """The layout for ``threads`` threads in all (0 or None: every usable core).
+
+    Decoding a JPEG and encoding a PNG map take milliseconds against hundreds for a forward on
+    the CPU, so I/O threads only pay where there is a core to spare for them: with one or two
+    threads they get none (files are read and written between forwards, which costs about 1%
+    at 320x320), from three threads on one reader and one writer thread take one of them. With
+    ``gpu`` (the model runs on a GPU, and torch's CPU threads mostly wait for it), 2 reader and
+    2 writer threads come on top. Raises ValueError for a negative ``threads``.
+    """
+    if threads is not None and threads < 0:
+        raise ValueError(f"threads must be 0 (every core) or more, got {threads}")
+    cores = cores or usable_cores()
+    total = threads or cores
+    if gpu:
+        return ThreadLayout(cores=cores, compute=total, io=2)
+    io = 1 if total >= 3 else 0
+    return ThreadLayout(cores=cores, compute=total - io, io=io)
+
+
+def apply_threads(threads: int | None = None, gpu: bool = False) -> ThreadLayout:
+    """Apply :func:`thread_layout` to this process and return it: torch intra-op threads =
+    ``compute``, one inter-op thread (nothing here runs operators concurrently), OpenCV
+    single-threaded (it decodes and resizes one image at a time; a pool of its own would
+    compete with torch's threads)."""
+    import cv2
+    import torch
+
+    layout = thread_layout(threads, gpu=gpu)
+    torch.set_num_threads(layout.compute)
+    if torch.get_num_interop_threads() != 1:
+        # possible only before the process's first inter-op work: otherwise kept as it is
+        with contextlib.suppress(RuntimeError):
+            torch.set_num_interop_threads(1)
+    cv2.setNumThreads(1)
+    return layout
