@@ -55,11 +55,13 @@ def workers(tag: str) -> dict[int, int]:
 
 
 def elastic_run(config: Path, save_dir: Path, tag: str, kill_rank: int | None) -> str:
-    """``torchrun --max-restarts=1`` of 2 workers with ``-r auto``; with ``kill_rank``, that
+    """``torchrun --max-restarts=2`` of 2 workers with ``-r auto``; with ``kill_rank``, that
     worker is SIGKILLed once the first checkpoint exists (in epoch 2). Returns the output."""
     env = {**clean_env(), "U2SEG_TEST_TAG": tag}
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
-    command += ["--nproc_per_node=2", "--max-restarts=1", "train.py", "-c", str(config)]
+    # two restarts: the kill takes one; gloo's connection of a restarted group can fail once on
+    # a loaded machine ("connectFullMesh failed ... Connection refused"), as on clusters
+    command += ["--nproc_per_node=2", "--max-restarts=2", "train.py", "-c", str(config)]
     command += ["-r", "auto", "--opt", f"trainer.save_dir={save_dir}"]
     job = subprocess.Popen(
         command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
