@@ -134,9 +134,13 @@ def resolve_auto_resume(args: argparse.Namespace, known: cfg.Registries) -> str 
     if found is None and not args.config:
         raise FileNotFoundError(f"-r auto: no checkpoint-epochN.pth in {args.run_dir}")
     args.resume = None if found is None else str(found)
-    where = ", ".join(str(f) for f in folders) or "no run folder yet"
     if found is None:
-        return f"resume auto: no checkpoint in {where}: a new run"
+        where = ", ".join(str(f) for f in folders)
+        return (
+            f"resume auto: no checkpoint in {where}: a new run"
+            if where
+            else ("resume auto: this config has no run yet: a new run")
+        )
     return f"resume auto: continuing from {found}"
 
 

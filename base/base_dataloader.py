@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 import signal
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -98,12 +99,18 @@ def _track_skipped(dataset: Dataset, indices: Sequence[int]) -> None:
 
 def _worker_init(_: int) -> None:
     cv2.setNumThreads(0)  # one OpenCV thread per worker: the workers already run in parallel
-    # SIGTERM / SIGHUP / SIGINT sent to the whole process group (a scheduler, torchrun, a
-    # terminal) are for the main process, which ends the run cleanly and shuts the workers
-    # down; a worker killed by them would make the main process fail with "DataLoader worker
-    # is killed by signal" instead. A worker whose main process is gone exits by itself.
-    for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
-        signal.signal(signum, signal.SIG_IGN)
+    # SIGTERM / SIGHUP sent to the whole process group (a scheduler, torchrun, a terminal) are
+    # for the main process, which ends the run cleanly. A worker killed by them would make the
+    # main process fail at once with "DataLoader worker is killed by signal" (even inside a
+    # checkpoint save); a worker that exits with status 0 does not, and it still ends when the
+    # main process stops it (with SIGTERM). SIGINT: PyTorch's workers already exit quietly.
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, _exit_quietly)
+
+
+def _exit_quietly(signum: int, frame: object) -> None:
+    """End a loader worker with status 0 (see ``_worker_init``)."""
+    os._exit(0)
 
 
 def _loader_kwargs(

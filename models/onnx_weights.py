@@ -143,11 +143,11 @@ def _detect_variant(trunk: list[GraphConv], name: str, summary: str) -> tuple[st
         shapes = [(s.out_ch, s.in_ch, s.kernel, s.kernel) for _, _, s in layout]
         if shapes == [tuple(c.weight.shape) for c in trunk]:
             return variant, in_channels
-    known = " or ".join(f"{n} ({v})" for v, n in counts.items())
+    known = " or ".join(sorted({str(n) for n in counts.values()}))
     raise ValueError(
         f"{name} is an ONNX model but not a U2Net: {summary}; its {len(trunk)} 3x3 "
-        f"convolutions of more than one output channel are not the {known} of a U2Net in "
-        "number and shapes"
+        f"convolutions of more than one output channel do not have the number ({known}) and "
+        f"shapes of a U2Net's ({', '.join(counts)})"
     )
 
 

@@ -97,6 +97,7 @@ def read_pretrained(
     package."""
     if variant is not None:
         check_variant(variant)
+    path = Path(path).expanduser()
     if is_onnx_file(path):
         graph = onnx_state_dict(path)
         weights = PretrainedWeights(

@@ -312,3 +312,28 @@ def test_a_resume_from_an_earlier_checkpoint_keeps_the_later_best_model(tmp_path
     assert kept["epoch"] == 3  # the epoch-3 model is not lost
     assert load_checkpoint(run / "best_model.pth")["epoch"] == 1  # the recorded best of epoch 1
     assert "kept as best_model-epoch3.pth" in (run / "train.log").read_text()
+
+
+EXIT_WITH_LIVE_WORKERS = """
+import sys, torch
+from torch.utils.data import DataLoader
+from base.base_dataloader import _worker_init
+loader = DataLoader(list(range(100)), batch_size=1, num_workers=1, worker_init_fn=_worker_init)
+batches = iter(loader)
+next(batches)
+raise SystemExit(3)  # an error ends the run while the worker is alive
+"""
+
+
+def test_a_run_ending_with_live_loader_workers_exits_at_once(tmp_path):
+    """At exit the worker is stopped with SIGTERM: it must not ignore it (the process would
+    wait for it forever)."""
+    done = subprocess.run(
+        [sys.executable, "-c", EXIT_WITH_LIVE_WORKERS],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 3, done.stderr

@@ -223,8 +223,38 @@ def init_distributed(
     device = torch.device("cuda", local_rank) if cuda else torch.device("cpu")
     if cuda:
         torch.cuda.set_device(device)
-    dist.init_process_group(backend, init_method="env://", timeout=timedelta(minutes=timeout_min))
+    timeout = timedelta(minutes=timeout_min)
+    store = _attempt_store(timeout)
+    if store is None:
+        dist.init_process_group(backend, init_method="env://", timeout=timeout)
+    else:
+        rank, world_size = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+        dist.init_process_group(
+            backend, store=store, rank=rank, world_size=world_size, timeout=timeout
+        )
     return device
+
+
+def _attempt_store(timeout: timedelta) -> dist.Store | None:
+    """Under torchrun: the rendezvous store of this attempt of the worker group (keys prefixed
+    with ``TORCHELASTIC_RESTART_COUNT``), else None (``env://``). When torchrun restarts a
+    worker group it may keep the store of the last attempt, and without a prefix a restarted
+    process can read the gloo address of a dead one ("connectFullMesh failed ... Connection
+    refused"): seen in 2 of 4 restarts on a loaded machine."""
+    attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT")
+    if attempt is None:
+        return None
+    agent_store = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
+    rank, world_size = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    store = dist.TCPStore(
+        os.environ["MASTER_ADDR"],
+        int(os.environ["MASTER_PORT"]),
+        world_size,
+        is_master=not agent_store and rank == 0,
+        timeout=timeout,
+        multi_tenant=not agent_store,
+    )
+    return dist.PrefixStore(f"u2seg/attempt_{attempt}", store)
 
 
 def cleanup() -> None:
