@@ -57,6 +57,13 @@ class EpochTotals:
         """This process's loss sum and sample count, for ``checkpoint-last.pth``."""
         return {"loss_sum": self.loss_sum.item(), "seen": self.seen}
 
+    def summed(self) -> dict[str, float]:
+        """The loss sum and sample count of every process (a collective: all must call it)."""
+        totals = [self.loss_sum.clone(), torch.tensor(float(self.seen), dtype=torch.float64)]
+        totals[1] = totals[1].to(self.loss_sum.device)
+        all_reduce_sum_(totals)
+        return {"loss_sum": totals[0].item(), "seen": int(totals[1].item())}
+
 
 class Trainer(BaseTrainer):
     """Deep-supervised U2Net training; validation scores the fused probability map."""
@@ -95,11 +102,9 @@ class Trainer(BaseTrainer):
                     "saved %s after step %d of epoch %d", LAST_CHECKPOINT, totals.done, epoch
                 )
             raise
-        summed = [totals.loss_sum, torch.tensor(float(totals.seen), dtype=torch.float64)]
-        summed[1] = summed[1].to(self.device)
-        all_reduce_sum_(summed)  # the mean over every process's images
+        summed = totals.summed()  # the mean over every process's images
         return {
-            "loss": (summed[0] / summed[1].clamp(min=1)).item(),
+            "loss": summed["loss_sum"] / max(summed["seen"], 1),
             "lr": self.optimizer.param_groups[0]["lr"],
             "bad_files": self._finish_pass("train", self.train_loader, totals.seen, epoch),
         }
@@ -131,14 +136,8 @@ class Trainer(BaseTrainer):
                 self.writer.add_scalar("train/loss", loss_value, self._tb_step(epoch, step))
                 self.writer.add_scalar("train/lr", lr, self._tb_step(epoch, step))
         if self.save_every_iters and self._global_step(epoch, step) % self.save_every_iters == 0:
-            partial = [
-                totals.loss_sum.clone(),
-                torch.tensor(float(totals.seen), dtype=torch.float64),
-            ]
-            partial[1] = partial[1].to(self.device)
-            all_reduce_sum_(partial)  # every process's share of the epoch so far
+            summed = totals.summed()  # every process's share of the epoch so far
             if self.is_main:
-                summed = {"loss_sum": partial[0].item(), "seen": int(partial[1].item())}
                 self._save_iteration(epoch, step, summed)
 
     @torch.no_grad()

@@ -145,7 +145,7 @@ class BaseTrainer(ABC):
         if trainer["tensorboard"] and self.is_main:
             from torch.utils.tensorboard import SummaryWriter
 
-            # a resumed run drops the points of the epochs it does again (steps are iterations)
+            # a resumed run drops the points after its position (steps are images seen)
             purge = (
                 self._tb_step(self.start_epoch, self.resume_iteration) + 1
                 if resume is not None

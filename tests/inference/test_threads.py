@@ -15,7 +15,8 @@ from models.u2net import ConvBNReLU
 from tests.helpers import lite_with_batchnorm_statistics, random_image
 from tests.inference.test_api import GOLDEN, digests, golden_checkpoint, golden_images
 from utils.inference.files import InlineExecutor, predict_files
-from utils.inference.predictor import FusedConv, PredictOptions, Predictor
+from utils.inference.fusion import FusedConv
+from utils.inference.predictor import PredictOptions, Predictor
 from utils.runtime.threads import ThreadLayout, apply_threads, thread_layout, usable_cores
 
 
