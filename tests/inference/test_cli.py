@@ -92,7 +92,7 @@ def test_cli_skips_and_reports_corrupt_files(checkpoint, tmp_path, capsys):
     out = tmp_path / "out"
     assert run_cli("-m", checkpoint, "-i", folder, "-o", out) == 1
     captured = capsys.readouterr()
-    assert "1 images written" in captured.out and "2 failed" in captured.out
+    assert "1 image written" in captured.out and "2 failed" in captured.out
     assert str(folder / "corrupt.jpg") in captured.err and str(folder / "empty.png") in captured.err
     assert sorted(p.name for p in (out / "maps").iterdir()) == ["good.png"]
 

@@ -62,9 +62,9 @@ def test_cli_threads_write_the_recorded_maps(
     checkpoint = golden_checkpoint(tmp_path / "model.pth")
     images = golden_images(tmp_path / "images")
     out = tmp_path / "out"
-    args = ["-m", checkpoint, "-i", images, "-o", out, "--device", "cpu", *options]
+    args = ["-m", checkpoint, "-i", images, "-o", out, "--device", "cpu", "--no-fuse", *options]
     assert inference.main([str(a) for a in args]) == 0
-    assert digests(out / "maps") == GOLDEN["single"]  # the default's maps, byte for byte
+    assert digests(out / "maps") == GOLDEN["single"]  # the recorded maps, byte for byte
     assert printed in capsys.readouterr().out
     assert torch.get_num_threads() == compute
 
@@ -100,15 +100,16 @@ def test_fuse_replaces_conv_bn_relu_and_keeps_the_maps(tmp_path):
     assert np.abs(bf16.predict(image) - expected).max() < 0.05
 
 
-def test_cli_fuse_writes_maps_within_one_level(tmp_path, capsys, restore_threads):
+def test_cli_fuses_by_default_on_the_cpu_within_one_level(tmp_path, capsys, restore_threads):
     checkpoint = golden_checkpoint(tmp_path / "model.pth")
     images = golden_images(tmp_path / "images")
-    maps = {}
-    for name, extra in (("plain", []), ("fused", ["--fuse"])):
+    maps, lines = {}, {}
+    for name, extra in (("plain", ["--no-fuse"]), ("fused", [])):
         args = ["-m", checkpoint, "-i", images, "-o", tmp_path / name, "--device", "cpu", *extra]
         assert inference.main([str(a) for a in args]) == 0
         maps[name] = {p.name: cv2.imread(str(p), 0) for p in (tmp_path / name / "maps").iterdir()}
-    assert "fused" in capsys.readouterr().out
+        lines[name] = capsys.readouterr().out.splitlines()[0]
+    assert "fused" in lines["fused"] and "fused" not in lines["plain"]
     assert sorted(maps["fused"]) == sorted(maps["plain"]) == sorted(GOLDEN["single"])
     for key, plain in maps["plain"].items():
         diff = np.abs(maps["fused"][key].astype(int) - plain.astype(int))

@@ -122,7 +122,8 @@ class Predictor:
     ``amp``: ``off``, ``fp16`` (CUDA) or ``bf16`` autocast of the forward (see
     :mod:`utils.runtime.precision`); ``channels_last``: the model and its inputs in channels-last
     memory format; ``normalisation``: as the model was trained (see
-    :data:`utils.preprocessing.NORMALISATIONS`). :meth:`fuse` makes it faster on the CPU.
+    :data:`utils.preprocessing.NORMALISATIONS`). :meth:`fuse` makes it faster on the CPU (``fused``
+    says whether it was called).
     """
 
     def __init__(
@@ -138,6 +139,7 @@ class Predictor:
         check_amp(amp, self.device)
         check_normalisation(normalisation)
         self.normalisation = normalisation
+        self.fused = False
         self.options = options or PredictOptions()
         self.amp = amp
         self.memory_format = memory_format(channels_last)
@@ -155,6 +157,7 @@ class Predictor:
         self.memory_format = memory_format(True)
         fused = fuse_conv_bn(copy.deepcopy(self.model))
         self.model = fused.to(self.device, memory_format=self.memory_format)
+        self.fused = True
         return self
 
     @torch.inference_mode()
