@@ -43,6 +43,9 @@ ONNX = "ONNX graph (BatchNorm folded)"
 NORMALISATION_KEY = "normalisation"
 """The metadata entry (``metadata_props``) in which our exports record their inputs'
 normalisation."""
+INPUT_SIZE_KEY = "input_size"
+"""The metadata entry in which our exports record the square input size they were exported at
+(the size the model is run at by default when the file is loaded back)."""
 
 
 @dataclass(frozen=True)
@@ -205,14 +208,16 @@ def _summary(model: Any) -> str:
 
 
 class OnnxWeights(NamedTuple):
-    """The U2Net of an ONNX file: state dict in our naming, variant, input channels, and the
+    """The U2Net of an ONNX file: state dict in our naming, variant, input channels, the
     normalisation its inputs need (the ``normalisation`` metadata entry of our exports, else
-    ``official``: rembg's files hold the official weights)."""
+    ``official``: rembg's files hold the official weights) and the input size our exports record
+    (``input_size`` entry; None for other files)."""
 
     state_dict: dict[str, torch.Tensor]
     variant: str
     in_channels: int
     normalisation: str
+    input_size: int | None = None
 
 
 def onnx_state_dict(path: str | Path) -> OnnxWeights:
@@ -235,13 +240,23 @@ def onnx_state_dict(path: str | Path) -> OnnxWeights:
     heads = [c for c in convs if all(c is not t for t in trunk)]
     stage_at = {conv.index: stage for conv, stage in zip(trunk, stage_of, strict=True)}
     state |= _heads(heads, model.graph, stage_at, variant, name)
+    normalisation, size = _metadata(model, name)
+    return OnnxWeights(state, variant, in_channels, normalisation, size)
+
+
+def _metadata(model: Any, name: str) -> tuple[str, int | None]:
+    """The normalisation and input size recorded in the file's metadata (``official`` and None
+    where they are absent); ValueError naming the file for values that make no sense."""
     metadata = {entry.key: entry.value for entry in model.metadata_props}
     normalisation = metadata.get(NORMALISATION_KEY, "official")
     if normalisation not in NORMALISATIONS:
         raise ValueError(
             f"{name}: its metadata says normalisation {normalisation!r}; known: {NORMALISATIONS}"
         )
-    return OnnxWeights(state, variant, in_channels, normalisation)
+    size = metadata.get(INPUT_SIZE_KEY)
+    if size is not None and not (size.isdigit() and int(size) > 0):
+        raise ValueError(f"{name}: its metadata says input_size {size!r}; expected a positive int")
+    return normalisation, None if size is None else int(size)
 
 
 def _heads(

@@ -63,6 +63,8 @@ class PretrainedWeights(NamedTuple):
     (:data:`utils.preprocessing.NORMALISATIONS`): a U2Seg checkpoint's config says (``imagenet``
     before the setting existed); the official files are ``official``, the port's ``imagenet``;
     ONNX graphs say in their metadata when we exported them, else (rembg's) ``official``.
+    ``input_size`` is the square input size an ONNX file of ours was exported at (None
+    otherwise: a checkpoint's config gives it).
     """
 
     state_dict: dict[str, torch.Tensor]
@@ -73,6 +75,7 @@ class PretrainedWeights(NamedTuple):
     config: dict[str, Any] | None = None
     problem: str = ""
     normalisation: str | None = None
+    input_size: int | None = None
 
     def mismatch(self, model: str) -> str:
         """The start of the message when these weights do not fit ``model`` (e.g.
@@ -107,6 +110,7 @@ def read_pretrained(
             ONNX,
             str(path),
             normalisation=graph.normalisation,
+            input_size=graph.input_size,
         )
     else:
         weights = convert_state_dict(load_weights_only(path), name=str(path))

@@ -1,6 +1,6 @@
 """Export a U2Net to ONNX (the eval-mode fused probability map) and check it with onnxruntime.
 
-``python tools/export_onnx.py -m CHECKPOINT -o model.onnx [--size 320] [--dynamic]``
+``python tools/export_onnx.py -m CHECKPOINT -o model.onnx [--size N] [--dynamic]``
 
 CHECKPOINT is one of ours or any file ``models.load_pretrained`` reads (official ``u2net.pth`` /
 ``u2netp.pth``, the config-driven port). With onnxruntime installed, the ONNX model and the PyTorch
@@ -12,7 +12,9 @@ succeed, so a failure (or a full disk) never leaves a broken file nor replaces a
 The graph holds the model only: its input is the normalised RGB image. How to normalise
 (``imagenet``: x / 255, or ``official``: x / max(x), then the ImageNet mean/std) is that of the
 weights (a checkpoint's ``normalisation``; ``official`` for the official files), printed and
-recorded in the file's metadata (``normalisation``), where ``load_pretrained`` reads it back.
+recorded in the file's metadata (``normalisation``), where ``load_pretrained`` reads it back. So
+is the input size (``input_size``; by default the checkpoint's validation size, else 320), which
+``inference.py -m model.onnx`` then predicts at, like with the checkpoint.
 """
 
 from __future__ import annotations
@@ -31,9 +33,9 @@ if str(ROOT) not in sys.path:  # run as a script: make the repository's packages
     sys.path.insert(0, str(ROOT))
 
 from models import U2Net, read_pretrained  # noqa: E402
-from models.onnx_weights import NORMALISATION_KEY  # noqa: E402
+from models.onnx_weights import INPUT_SIZE_KEY, NORMALISATION_KEY  # noqa: E402
+from u2seg import input_size  # noqa: E402
 from utils.io.atomic import atomic_path  # noqa: E402
-from utils.preprocessing import DEFAULT_INPUT_SIZE  # noqa: E402
 
 INPUT, OUTPUT = "image", "mask"
 MIN_SIZE = 32  # tracing below 17 px would skip resizes that larger inputs need
@@ -46,8 +48,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--size",
         type=int,
-        default=DEFAULT_INPUT_SIZE,
-        help=f"square input size of the export (default {DEFAULT_INPUT_SIZE})",
+        help="square input size of the export, recorded in the file's metadata (default: the "
+        "checkpoint's validation size, else 320)",
     )
     parser.add_argument(
         "--dynamic", action="store_true", help="free batch, height and width (else 1xCxSIZExSIZE)"
@@ -70,7 +72,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="largest absolute ONNX-vs-PyTorch difference accepted (1e-4, fp16: 1e-2)",
     )
     args = parser.parse_args(argv)
-    if args.size < MIN_SIZE:
+    if args.size is not None and args.size < MIN_SIZE:
         parser.error(f"--size must be at least {MIN_SIZE}, got {args.size}")
     if args.half and not torch.cuda.is_available():
         parser.error(
@@ -164,13 +166,15 @@ def verify(model: torch.nn.Module, path: Path, args: argparse.Namespace, channel
     print(f"OK: within {args.tolerance:g}")
 
 
-def record_normalisation(path: Path, normalisation: str) -> None:
-    """Add the ``normalisation`` metadata entry to the ONNX file at ``path``."""
+def record_metadata(path: Path, normalisation: str, size: int) -> None:
+    """Add the ``normalisation`` and ``input_size`` metadata entries to the ONNX file at
+    ``path`` (read back by :func:`models.onnx_weights.onnx_state_dict`)."""
     import onnx
 
     graph = onnx.load(str(path))
-    entry = graph.metadata_props.add()
-    entry.key, entry.value = NORMALISATION_KEY, normalisation
+    for key, value in ((NORMALISATION_KEY, normalisation), (INPUT_SIZE_KEY, str(size))):
+        entry = graph.metadata_props.add()
+        entry.key, entry.value = key, value
     onnx.save(graph, str(path))
 
 
@@ -191,7 +195,7 @@ def export_checked(
     with atomic_path(output) as tmp:
         try:
             export(model, tmp, example, args.dynamic, args.opset, args.exporter)
-            record_normalisation(tmp, normalisation)
+            record_metadata(tmp, normalisation, args.size)
         except ModuleNotFoundError as err:
             raise ModuleNotFoundError(
                 f"the {args.exporter} exporter needs {err.name} (pip install {err.name})",
@@ -211,11 +215,14 @@ def main(argv: list[str] | None = None) -> int:
     """Export and check; returns the exit code (0, or 1 when the check fails)."""
     args = parse_args(argv)
     weights = read_pretrained(args.model)
+    if args.size is None:  # tracing needs MIN_SIZE; a smaller trained size still runs
+        args.size = max(MIN_SIZE, weights.input_size or input_size(weights.config))
     model = U2Net.from_weights(weights)
     channels = weights.in_channels
     print(f"loaded {args.model}: U2Net {model.variant!r}, {model.num_parameters():,} parameters")
     print(
-        f"inputs: normalisation {weights.normalisation!r} (recorded in the file's metadata): "
+        f"inputs (recorded in the file's metadata): size {args.size}, normalisation "
+        f"{weights.normalisation!r}: "
         + ("x / max(x)" if weights.normalisation == "official" else "x / 255")
         + ", then the ImageNet mean/std"
     )

@@ -8,12 +8,16 @@ import subprocess
 import sys
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import torch
 
+import inference
 from models import load_pretrained, read_pretrained
 from tests.helpers import ROOT, lite_with_batchnorm_statistics
+from tests.inference.test_api import golden_checkpoint, golden_images
+from u2seg import load_model
 from utils.io.checkpoint import save_checkpoint
 
 ort = pytest.importorskip(
@@ -98,3 +102,21 @@ def test_unreadable_model_is_a_clear_error(tmp_path, capsys):
     with pytest.raises(SystemExit):
         load_tool().main(["-m", str(bogus), "-o", str(tmp_path / "x.onnx"), "--size", "16"])
     assert "--size must be at least 32" in capsys.readouterr().err
+
+
+def test_the_export_records_the_checkpoints_input_size_and_predicts_like_it(tmp_path, capsys):
+    checkpoint = golden_checkpoint(tmp_path / "model.pth")  # validation size 96
+    images = golden_images(tmp_path / "images")
+    out = tmp_path / "model.onnx"
+    assert load_tool().main(["-m", str(checkpoint), "-o", str(out)]) == 0
+    assert "size 96" in capsys.readouterr().out
+    assert read_pretrained(out).input_size == 96
+    assert load_model(out).input_size == load_model(checkpoint).input_size == 96
+    maps = {}
+    for name, model in (("pth", checkpoint), ("onnx", out)):
+        args = ["-m", model, "-i", images, "-o", tmp_path / name, "--device", "cpu"]
+        assert inference.main([str(a) for a in args]) == 0
+        maps[name] = {p.name: cv2.imread(str(p), 0) for p in (tmp_path / name / "maps").iterdir()}
+    assert sorted(maps["pth"]) == sorted(maps["onnx"])
+    for key, expected in maps["pth"].items():
+        assert np.abs(maps["onnx"][key].astype(int) - expected).max() <= 1, key
