@@ -267,6 +267,16 @@ def run(
     model = cfg.build(without_pretrained(config) if args.resume else config, "arch", known["arch"])
     logger.info("model: %s", model.summary())
     normalisation = config["normalisation"]  # the same for training and validation
+    expected = getattr(model, "pretrained_normalisation", None)
+    if expected and expected != normalisation:
+        logger.warning(
+            "arch.args.pretrained expects %r normalisation but the config's normalisation is %r: "
+            'the model starts from inputs it was not trained on (set "normalisation": "%s" to '
+            "keep them)",
+            expected,
+            normalisation,
+            expected,
+        )
     train_loader = cfg.build(
         config, "train_loader", known["train_loader"], seed=seed, normalisation=normalisation
     )

@@ -361,6 +361,16 @@ class BaseTrainer(ABC):
                     self.monitor_metric, self.monitor_best
                 )
             self._check_best_model(path)
+        if self.start_epoch > self.epochs and not self.resume_iteration:
+            self.logger.warning(
+                "resumed from %s: the run is complete (epoch %d, trainer.epochs %d): nothing to "
+                "train; to train on, raise trainer.epochs (e.g. --opt trainer.epochs=%d)",
+                path,
+                state["epoch"],
+                self.epochs,
+                state["epoch"] + 10,
+            )
+            return
         self.logger.info(
             "resumed from %s: continuing at epoch %d%s",
             path,

@@ -131,7 +131,9 @@ class U2Net(BaseModel):
     Training mode returns seven logit maps at the input size: the fused map, then the side maps
     of De1, De2, De3, De4, De5, En6 (official d0, d1..d6). Eval mode returns ``sigmoid(fused)``.
     ``pretrained``: a weights file to start from (official, config-driven port, ours or an ONNX
-    graph; see :mod:`models.weight_formats`), which must hold this variant.
+    graph; see :mod:`models.weight_formats`), which must hold this variant; ``pretrained_from``
+    then says which file and format they came from and ``pretrained_normalisation`` how they
+    expect their inputs normalised (both None without ``pretrained``).
 
     ``freeze_bn_stats``: BatchNorm normalises with its running statistics in training too, and
     never updates them. Weights read from an ONNX graph have their BatchNorm folded into the
@@ -156,6 +158,8 @@ class U2Net(BaseModel):
         # Side heads in the order they are computed: En6, De5, De4, De3, De2, De1.
         self.side_heads = nn.ModuleList(conv2d(spec) for _, spec in side_convs(variant))
         self.fusion = conv2d(fusion_conv(variant))
+        self.pretrained_from: str | None = None
+        self.pretrained_normalisation: str | None = None
         if pretrained is not None:
             weights = read_pretrained(pretrained, variant, in_channels)
             if weights.source == ONNX and not freeze_bn_stats:
@@ -165,6 +169,13 @@ class U2Net(BaseModel):
                     "keeps the folded identity statistics instead of batch statistics)"
                 )
             self.load_weights(weights)
+            self.pretrained_from = f"{pretrained} ({weights.source} weights)"
+            self.pretrained_normalisation = weights.normalisation
+
+    def summary(self) -> str:
+        """:meth:`BaseModel.summary`, and the weights file it started from, if any."""
+        start = f"; started from {self.pretrained_from}" if self.pretrained_from else ""
+        return f"{super().summary()}{start}"
 
     def train(self, mode: bool = True) -> U2Net:
         """Training or eval mode; with ``freeze_bn_stats`` every BatchNorm stays in eval mode."""

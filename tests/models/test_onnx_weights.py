@@ -9,8 +9,9 @@ import pytest
 import torch
 from torch import nn
 
+import train
 from models import U2Net, load_pretrained
-from tests.helpers import lite_with_batchnorm_statistics
+from tests.helpers import lite_with_batchnorm_statistics, tiny_config
 from tests.models.test_export_onnx import load_tool
 
 onnx = pytest.importorskip("onnx", reason="onnx (requirements-dev.txt) reads and writes ONNX")
@@ -104,3 +105,18 @@ def test_training_from_onnx_weights_needs_frozen_batchnorm_statistics(exported):
     model(x)  # a training forward leaves the statistics as they were
     bn = model.encoders[0].conv_in.bn
     assert torch.equal(bn.running_mean, torch.zeros_like(bn.running_mean))
+
+
+@pytest.mark.parametrize("normalisation", ["imagenet", "official"])
+def test_training_logs_the_pretrained_file_and_warns_of_another_normalisation(
+    exported, tmp_path, normalisation
+):
+    _, path = exported  # no metadata: official, like rembg's files
+    options = [f"arch.args.pretrained={path}", "arch.args.freeze_bn_stats=true"]
+    options += ["trainer.epochs=1", "trainer.tensorboard=false", f"normalisation={normalisation}"]
+    config = tiny_config(tmp_path)
+    run = train.main(["-c", str(config), "-d", "cpu", "--opt", *options])
+    log = (run / "train.log").read_text()
+    assert f"started from {path} (ONNX graph" in log
+    warned = "arch.args.pretrained expects 'official' normalisation" in log
+    assert warned == (normalisation == "imagenet"), log

@@ -67,6 +67,9 @@ def test_resume_is_exact(tmp_path, monkeypatch):
 
 def test_resume_with_config_overrides_stored_values(tmp_path):
     run = train.main(["-c", str(tiny_config(tmp_path, epochs=1)), "-d", "cpu"])
+    train.main(["-r", str(run / "checkpoint-epoch1.pth"), "-d", "cpu"])  # a finished run
+    assert "the run is complete (epoch 1, trainer.epochs 1)" in (run / "train.log").read_text()
+    assert not (run / "checkpoint-epoch2.pth").exists()
     more = tmp_path / "more.json"
     more.write_text(json.dumps({"trainer": {"epochs": 2}}))
     train.main(["-r", str(run / "checkpoint-epoch1.pth"), "-c", str(more), "-d", "cpu"])
