@@ -211,8 +211,8 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"{predictor.description} on {device}; {options.mode} mode, {describe(options)}, "
         f"{predictor.normalisation} normalisation{', fused' if predictor.fused else ''}; "
-        f"{len(inputs)} images; threads: {layout.compute} compute, {args.workers} read + "
-        f"{args.workers} write"
+        f"{len(inputs)} image{'' if len(inputs) == 1 else 's'}; threads: {layout.compute} "
+        f"compute, {args.workers} read + {args.workers} write"
     )
     start = time.perf_counter()
     written, failures = predict_files(

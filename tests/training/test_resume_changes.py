@@ -52,6 +52,13 @@ def test_an_unchanged_length_resumes_silently_and_exactly():
     assert message is None and schedule.last_epoch == state["last_epoch"]
 
 
+def test_a_warmup_as_long_as_the_run_is_shortened_with_a_log_line(caplog):
+    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1e-3)
+    schedule = WarmupCosine(optimizer, total_iters=20, warmup_iters=20)
+    assert schedule.warmup_iters == 19
+    assert "warmup_iters 20 is not shorter than the run (20 iterations)" in caplog.text
+
+
 def test_an_unknown_policy_is_refused():
     optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1e-3)
     with pytest.raises(ValueError, match=r"on_resume must be one of stretch, restart"):

@@ -14,6 +14,10 @@ from utils.io.atomic import write_bytes
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
+# A corrupt or truncated file is reported by the readers below, with its path and what to do;
+# OpenCV's own warning lines about it ("[ WARN:0@4.8] global grfmt_png.cpp ...") only add noise.
+cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+
 
 class ImageNameClash(ValueError):
     """Two image files of one folder differ only in their extension."""

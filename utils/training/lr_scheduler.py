@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import math
-import warnings
 
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
+
+from utils.runtime.logs import get_logger
 
 __all__ = ["Poly", "WarmupCosine"]
 
@@ -39,10 +40,12 @@ class _IterScheduler(LRScheduler):
                 f"least one iteration (got {total_iters})"
             )
         if warmup_iters >= total_iters:  # e.g. fewer epochs, or steps split over DDP processes
-            warnings.warn(
-                f"warmup_iters {warmup_iters} is not shorter than the run ({total_iters} "
-                f"iterations): warming up over {total_iters - 1}",
-                stacklevel=3,
+            get_logger().warning(
+                "lr_scheduler.args.warmup_iters %d is not shorter than the run (%d iterations): "
+                "warming up over %d",
+                warmup_iters,
+                total_iters,
+                total_iters - 1,
             )
             warmup_iters = total_iters - 1
         self.total_iters = total_iters
