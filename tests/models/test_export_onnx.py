@@ -120,3 +120,26 @@ def test_the_export_records_the_checkpoints_input_size_and_predicts_like_it(tmp_
     assert sorted(maps["pth"]) == sorted(maps["onnx"])
     for key, expected in maps["pth"].items():
         assert np.abs(maps["onnx"][key].astype(int) - expected).max() <= 1, key
+
+
+def readme_onnx_snippet() -> str:
+    """The Python block after "Running the exported file" in the README."""
+    text = (ROOT / "README.md").read_text()
+    section = text[text.index("Running the exported file") :]
+    return re.search(r"```python\n(.*?)```", section, re.S).group(1)
+
+
+def test_the_readme_onnxruntime_snippet_predicts_like_inference_py(tmp_path, monkeypatch):
+    checkpoint = golden_checkpoint(tmp_path / "model.pth")  # validation size 96
+    images = golden_images(tmp_path / "images")
+    assert load_tool().main(["-m", str(checkpoint), "-o", str(tmp_path / "u2net.onnx")]) == 0
+    photo = cv2.imread(str(next(images.glob("img1.*"))))
+    cv2.imwrite(str(tmp_path / "photo.jpg"), photo, [cv2.IMWRITE_JPEG_QUALITY, 100])
+    monkeypatch.chdir(tmp_path)
+    exec(readme_onnx_snippet(), {})  # exactly the README's lines: writes photo_mask.png
+    args = ["-m", "model.pth", "-i", "photo.jpg", "-o", "out", "--device", "cpu"]
+    assert inference.main(args) == 0
+    ours = cv2.imread("out/maps/photo.png", 0).astype(int)
+    theirs = cv2.imread("photo_mask.png", 0).astype(int)
+    assert theirs.shape == ours.shape == photo.shape[:2]
+    assert np.abs(theirs - ours).mean() < 1 and np.abs(theirs - ours).max() <= 8
