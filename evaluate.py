@@ -1,45 +1,81 @@
-"""Score saved prediction maps against ground-truth masks.
+"""Score saved prediction maps against ground-truth masks: one folder, or a benchmark of several
+methods on several datasets.
 
 ``python evaluate.py --pred PRED_DIR --gt GT_DIR [--json FILE] [--metrics NAME ...]``
 
-Exit status: 0 when every pair was scored; 1 when some pairs were unreadable (they are skipped
-and listed, the others scored, the table and JSON written); 2 for a usage error, a missing or
-empty folder, an ambiguous file name, or when no pair was found or could be read.
+``python evaluate.py --methods NAME=DIR ... --datasets NAME=GT_DIR ... --out OUT_DIR`` (or
+``--config bench.json``, see :mod:`utils.metrics.benchmark_spec`): every method on every dataset
+(predictions in ``<DIR>/<dataset>/``); writes tables, curves, one JSON and the per-cell caches
+into OUT_DIR (:mod:`utils.metrics.benchmark`, :mod:`utils.metrics.reports`).
+
+Exit status: 0 when every pair was scored; 1 when something was missing or unreadable (listed;
+the rest scored and written: in one folder, unreadable pairs; in a benchmark, also missing
+folders and GT files without a prediction); 2 for a usage error, a missing or empty folder, an
+ambiguous file name, or when no pair was found or could be read (benchmark: in any cell).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from concurrent.futures.process import BrokenProcessPool
+from pathlib import Path
+
+from utils.runtime.threads import WAIT_POLICY, apply_threads, usable_cores
+
+os.environ.setdefault(*WAIT_POLICY)  # before torch is imported: OpenMP reads it when it loads
+
+import torch
 
 from utils.io.atomic import write_json
-from utils.metrics import METRIC_NAMES
-from utils.metrics.folders import EvaluationSettings, evaluate_folders, print_report
+from utils.metrics import ALL_METRIC_NAMES, DEFAULT_METRICS
+from utils.metrics.benchmark import run_benchmark
+from utils.metrics.benchmark_spec import build_spec, parse_entries, read_config
+from utils.metrics.folders import (
+    EvaluationSettings,
+    evaluate_folders,
+    format_file_list,
+    print_report,
+)
+from utils.metrics.reports import OVERALL, markdown_table, table_rows, write_outputs
+from utils.runtime.cpu_memory import keep_freed_memory
 from utils.runtime.device import resolve_device
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description="Score the prediction maps in PRED_DIR against the masks in GT_DIR. Files "
-        "are paired by their path relative to the folder, without extension (then by unique "
-        "file name); predictions are read as 8-bit grey, masks by the mask rule (0/1-encoded masks "
-        "as 0/255, coloured palette PNGs as label maps); GT > 128 is foreground.",
+def _add_benchmark_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(
+        "benchmark mode (instead of --pred/--gt): several methods on several datasets"
     )
-    parser.add_argument(
-        "--pred", required=True, help="folder of prediction maps (searched recursively)"
+    group.add_argument(
+        "--methods",
+        nargs="+",
+        default=[],
+        metavar="NAME=DIR",
+        help="methods and their folders, each holding one prediction folder per dataset "
+        "(DIR/<dataset>/)",
     )
-    parser.add_argument(
-        "--gt", required=True, help="folder of ground-truth masks (searched recursively)"
+    group.add_argument(
+        "--datasets", nargs="+", default=[], metavar="NAME=GT_DIR", help="datasets and GT folders"
     )
-    parser.add_argument(
-        "--json", help="also write the metrics and the file counts to this JSON file"
+    group.add_argument(
+        "--config",
+        help="a JSON file of 'datasets' and 'methods' (the --methods/--datasets entries add to "
+        "it); see utils/metrics/benchmark_spec.py",
     )
+    group.add_argument(
+        "--out", help="output folder: tables/, curves/, results.json and cache/ (required)"
+    )
+
+
+def _add_compute_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--metrics",
         nargs="+",
-        choices=METRIC_NAMES,
+        choices=ALL_METRIC_NAMES,
         metavar="NAME",
-        help=f"metrics to compute (default: all): {', '.join(METRIC_NAMES)}",
+        help=f"metrics to compute (default: {' '.join(DEFAULT_METRICS)}); any of "
+        f"{', '.join(ALL_METRIC_NAMES)} (README: Metrics)",
     )
     parser.add_argument(
         "--device",
@@ -48,28 +84,83 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--batch-size", type=int, default=16, help="images per batch (default 16)")
     parser.add_argument(
-        "--workers", type=int, default=4, help="threads that read files (default 4; 0: none)"
+        "--threads",
+        type=int,
+        default=0,
+        help="CPU cores to use (default 0: every usable core). On the CPU, that many "
+        "single-threaded processes read and score the files; with a GPU, the torch threads "
+        "and reader threads of utils/runtime/threads.py",
     )
-    args = parser.parse_args(argv)
+    parser.add_argument(
+        "--workers",
+        type=int,
+        help="threads that read files when scoring on a GPU or with --threads 1 (default: "
+        "those of the --threads layout; 0: read in the scoring thread)",
+    )
+
+
+def _check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """``parser.error`` (exit 2) for invalid numbers and a mix or lack of modes."""
     if args.batch_size < 1:
         parser.error("--batch-size must be at least 1")
-    if args.workers < 0:
+    if args.workers is not None and args.workers < 0:
         parser.error("--workers must be 0 or more")
+    if args.threads < 0:
+        parser.error("--threads must be 0 (every usable core) or more")
+    benchmark = bool(args.methods or args.datasets or args.config)
+    single = args.pred is not None or args.gt is not None
+    if benchmark and single:
+        parser.error("give either --pred and --gt, or the benchmark options, not both")
+    if benchmark and not args.out:
+        parser.error("benchmark mode needs --out DIR")
+    if benchmark and args.json:
+        parser.error("--json is for --pred/--gt; a benchmark writes OUT/results.json")
+    if not benchmark and (args.pred is None or args.gt is None):
+        parser.error("give --pred and --gt (or --methods/--datasets/--config and --out)")
+    args.benchmark = benchmark
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description="Score the prediction maps in PRED_DIR against the masks in GT_DIR (or "
+        "several methods on several datasets: benchmark mode). Files are paired by their path "
+        "relative to the folder, without extension (then by unique file name); predictions are "
+        "read as 8-bit grey, masks by the mask rule (0/1-encoded masks as 0/255, coloured "
+        "palette PNGs as label maps); GT > 128 is foreground.",
+    )
+    parser.add_argument("--pred", help="folder of prediction maps (searched recursively)")
+    parser.add_argument("--gt", help="folder of ground-truth masks (searched recursively)")
+    parser.add_argument(
+        "--json", help="also write the metrics and the file counts to this JSON file"
+    )
+    _add_benchmark_options(parser)
+    _add_compute_options(parser)
+    args = parser.parse_args(argv)
+    _check_args(parser, args)
     return args
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    try:
-        device, _ = resolve_device(args.device)
-        settings = EvaluationSettings(
-            metrics=args.metrics, device=device, batch_size=args.batch_size, workers=args.workers
-        )
-        results = evaluate_folders(args.pred, args.gt, settings)
-    except ValueError as err:  # EvaluationError, or a bad --device
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+def settings_for(args: argparse.Namespace, device: torch.device) -> EvaluationSettings:
+    """The evaluation settings of the command line, with the process and thread layout applied
+    to this process: on the CPU, ``--threads`` (or every usable core) single-threaded scoring
+    processes and this one single-threaded; on a GPU, :func:`apply_threads`' layout."""
+    gpu = device.type == "cuda"
+    if not gpu:
+        keep_freed_memory()  # batches' large tensors: no page faults at every operator
+    processes = 1 if gpu else args.threads or usable_cores()
+    layout = apply_threads(args.threads if gpu or processes == 1 else 1, gpu=gpu)
+    return EvaluationSettings(
+        metrics=args.metrics,
+        device=device,
+        batch_size=args.batch_size,
+        workers=layout.io if args.workers is None else args.workers,
+        processes=processes,
+    )
 
+
+def evaluate_one(args: argparse.Namespace, settings: EvaluationSettings) -> int:
+    """``--pred``/``--gt``: score, print, write ``--json``; returns the exit status."""
+    results = evaluate_folders(args.pred, args.gt, settings)
     print_report(results, args.pred, args.gt)
     if args.json:
         try:
@@ -78,6 +169,52 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: cannot write {args.json}: {err}", file=sys.stderr)
             return 2
     return 1 if results["unreadable"] else 0
+
+
+def evaluate_benchmark(args: argparse.Namespace, settings: EvaluationSettings) -> int:
+    """Benchmark mode: score, write the outputs, print the problems and the overall table;
+    returns the exit status."""
+    datasets, methods = read_config(args.config) if args.config else ({}, {})
+    datasets.update(parse_entries(args.datasets, "--datasets"))
+    methods.update(parse_entries(args.methods, "--methods"))
+    out = Path(args.out)
+    result = run_benchmark(build_spec(datasets, methods), settings, out / "cache")
+    try:
+        written = write_outputs(result, out)
+    except OSError as err:
+        print(f"error: cannot write the outputs into {out}: {err}", file=sys.stderr)
+        return 2
+    if result.problems:
+        print(format_file_list("problems", result.problems, limit=50), file=sys.stderr)
+    cached = sum(cell not in result.computed for cell in result.cells)
+    print(
+        f"{len(result.methods)} methods x {len(result.datasets)} datasets: "
+        f"{len(result.computed)} cells computed, {cached} from the cache; "
+        f"{len(written)} files written into {out}"
+    )
+    print(f"\n{OVERALL}:\n{markdown_table(table_rows(result, None), result.metrics)}")
+    if not result.cells:
+        return 2
+    return 1 if result.problems else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        device, _ = resolve_device(args.device)
+        settings = settings_for(args, device)
+        return (evaluate_benchmark if args.benchmark else evaluate_one)(args, settings)
+    except ValueError as err:  # EvaluationError, BenchmarkSpecError, or a bad --device
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except BrokenProcessPool:
+        print(
+            "error: a scoring process ended abruptly (killed, e.g. for lack of memory); try a "
+            "smaller --batch-size or fewer --threads (a benchmark's finished cells are cached "
+            "in OUT/cache and not scored again)",
+            file=sys.stderr,
+        )
+        return 2
 
 
 if __name__ == "__main__":

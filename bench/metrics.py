@@ -1,8 +1,15 @@
-"""Time PySODMetrics (one image at a time) against ``SODMetrics`` (batches of 16).
+"""Time PySODMetrics (one image at a time) against ``SODMetrics`` (batches of 16), computation
+alone and as whole processes.
 
-``python -m bench.metrics [--images N] [--size 320] [--device cpu] [--threads N]`` scores N
-synthetic uint8 prediction / mask pairs with both, prints ms/image and the ratio, and the max abs
-difference of every metric both compute (a sanity line; expect ~1e-12 or less). The masks are
+``python -m bench.metrics [--images N] [--size 320] [--device cpu] [--threads N] [--files N]
+[--busy]`` scores N synthetic uint8 prediction / mask pairs with both, prints ms/image and the
+ratio, and the max abs difference of every metric both compute (a sanity line; expect ~1e-12 or
+less). Then the whole-process row: ``--files`` pairs (default 300; 0: skipped) are written as
+PNG files to a temporary folder, and ``python evaluate.py --pred P --gt G`` and a plain
+PySODMetrics loop script (``cv2.imread`` pairs; MAE, Fmeasure, WeightedFmeasure, Smeasure,
+Emeasure; :data:`PLAIN_LOOP`) are timed as subprocesses, alternately, ``--repeats`` times each
+(default 2), in this one run; the medians and their ratio are printed. ``--busy`` runs a
+``while True: pass`` process beside them meanwhile (a machine busy with other work). The masks are
 ``bench.common.synthetic_image`` masks (seeded: 1-3 discs of radius 5-25 % of the side, 0/255);
 each prediction is a noisy soft map around its mask, ``sigmoid(40 d + N(0, 1))`` with ``d`` the
 signed distance to the mask's border in units of the side (positive inside), rounded to uint8.
@@ -13,8 +20,18 @@ signed distance to the mask's border in units of the side (positive inside), rou
 
 from __future__ import annotations
 
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
 import time
 import warnings
+from pathlib import Path
+
+from utils.runtime.threads import WAIT_POLICY
+
+os.environ.setdefault(*WAIT_POLICY)  # before torch is imported (see utils/runtime/threads.py)
 
 import cv2
 import numpy as np
@@ -28,10 +45,27 @@ from bench.common import (
     set_up,
     synthetic_image,
 )
-from utils.metrics import METRIC_NAMES, SODMetrics
+from utils.metrics import DEFAULT_METRICS, SODMetrics
 
 BATCH = 16
 SHARPNESS = 40  # slope of the soft maps per unit of signed distance (image sides)
+ROOT = Path(__file__).resolve().parents[1]
+
+PLAIN_LOOP = """
+import os, sys, warnings
+import cv2
+import py_sod_metrics as psm
+warnings.simplefilter("ignore")
+pred_dir, gt_dir = sys.argv[1:3]
+meters = [psm.MAE(), psm.Fmeasure(), psm.WeightedFmeasure(), psm.Smeasure(), psm.Emeasure()]
+for name in sorted(os.listdir(gt_dir)):
+    pred = cv2.imread(os.path.join(pred_dir, name), cv2.IMREAD_GRAYSCALE)
+    gt = cv2.imread(os.path.join(gt_dir, name), cv2.IMREAD_GRAYSCALE)
+    for meter in meters:
+        meter.step(pred, gt)
+print([meter.get_results() for meter in meters])
+"""
+"""The reference whole process: a plain PySODMetrics loop over ``cv2.imread`` pairs."""
 
 
 def soft_prediction(mask: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -130,10 +164,67 @@ def report(
     print("abs difference: " + ", ".join(f"{n} {d:.1e}" for n, d in diffs.items()))
 
 
+def write_pairs(folder: Path, count: int, size: int) -> tuple[Path, Path]:
+    """Write ``count`` :func:`synthetic` pairs as ``pred/NNNN.png`` and ``gt/NNNN.png`` under
+    ``folder``; returns the two folders."""
+    preds, gts = synthetic(count, size, seed=1)
+    pred_dir, gt_dir = folder / "pred", folder / "gt"
+    for sub in (pred_dir, gt_dir):
+        sub.mkdir(parents=True)
+    for i, (pred, gt) in enumerate(zip(preds, gts, strict=True)):
+        cv2.imwrite(str(pred_dir / f"{i:04d}.png"), pred)
+        cv2.imwrite(str(gt_dir / f"{i:04d}.png"), gt)
+    return pred_dir, gt_dir
+
+
+def timed_process(command: list[str]) -> float:
+    """Wall-clock seconds of ``command`` run from the repository root; raises
+    CalledProcessError (with its output) when it fails."""
+    start = time.perf_counter()
+    subprocess.run(command, cwd=ROOT, check=True, capture_output=True, text=True)
+    return time.perf_counter() - start
+
+
+def whole_process_row(count: int, size: int, repeats: int, busy: bool) -> None:
+    """Time ``evaluate.py`` and :data:`PLAIN_LOOP` as whole processes on ``count`` PNG pairs
+    (alternately, ``repeats`` times each, with a spinning process beside them if ``busy``) and
+    print the medians and the ratio."""
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if busy else None
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            pred_dir, gt_dir = write_pairs(Path(tmp), count, size)
+            ours_cmd = [sys.executable, "evaluate.py", "--pred", str(pred_dir), "--gt", str(gt_dir)]
+            plain_cmd = [sys.executable, "-c", PLAIN_LOOP, str(pred_dir), str(gt_dir)]
+            times: dict[str, list[float]] = {"evaluate.py": [], "plain loop": []}
+            for _ in range(repeats):
+                times["evaluate.py"].append(timed_process(ours_cmd))
+                times["plain loop"].append(timed_process(plain_cmd))
+    finally:
+        if spinner is not None:
+            spinner.kill()
+            spinner.wait()
+    ours, plain = (statistics.median(values) for values in times.values())
+    load = "busy (one spinning process beside)" if busy else "as found"
+    print(
+        f"whole process, {count} PNG pairs of {size}x{size}, machine {load}: evaluate.py "
+        f"{ours:.2f} s, plain PySODMetrics loop {plain:.2f} s (medians of {repeats}): "
+        f"{plain / ours:.2f}x"
+    )
+
+
 def main() -> None:
     parser = argument_parser(__doc__)
     parser.add_argument("--images", type=int, default=100, help="number of pairs (default 100)")
     parser.add_argument("--size", type=int, default=320, help="image side (default 320)")
+    parser.add_argument(
+        "--files", type=int, default=300, help="PNG pairs of the whole-process row (0: skip it)"
+    )
+    parser.add_argument(
+        "--repeats", type=int, default=2, help="runs of each whole process (default 2)"
+    )
+    parser.add_argument(
+        "--busy", action="store_true", help="a spinning process runs beside the whole processes"
+    )
     add_device_options(parser, default="cpu")
     args = parser.parse_args()
     device, _ = set_up(args, keep_freed=False)
@@ -144,12 +235,14 @@ def main() -> None:
     )
     ours_s, ours = run_ours(preds, gts, device)
     ms_ours = 1000 * ours_s / args.images
-    print(f"SODMetrics ({', '.join(METRIC_NAMES)}), batch {BATCH}: {ms_ours:.2f} ms/image")
+    print(f"SODMetrics ({', '.join(DEFAULT_METRICS)}), batch {BATCH}: {ms_ours:.2f} ms/image")
     reference = run_pysod(preds, gts)
     if reference is None:
         print("PySODMetrics is not installed (pip install pysodmetrics): skipped")
         return
     report(ms_ours, reference, args.images, ours)
+    if args.files > 0:
+        whole_process_row(args.files, args.size, max(1, args.repeats), args.busy)
 
 
 if __name__ == "__main__":

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 import cv2
@@ -15,7 +17,7 @@ import torch
 import evaluate
 from tests.helpers import ROOT, write_png
 from utils.io.images import read_grey, read_mask
-from utils.metrics import METRIC_NAMES, SODMetrics, prob_to_uint8
+from utils.metrics import DEFAULT_METRICS, SODMetrics, prob_to_uint8, scoring
 from utils.metrics.folders import (
     EvaluationError,
     EvaluationSettings,
@@ -39,7 +41,7 @@ def run_cli(*args: str | Path) -> subprocess.CompletedProcess:
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=180,
     )
 
 
@@ -90,15 +92,15 @@ def test_cli_table_json_and_reports(folders, tmp_path):
     # the table: every metric, in SODMetrics order
     lines = proc.stdout.splitlines()
     assert lines[0].startswith("5 pairs")
-    rows = [line.split()[0] for line in lines if line.split()[0] in METRIC_NAMES]
-    assert rows == list(METRIC_NAMES)
+    rows = [line.split()[0] for line in lines if line.split()[0] in DEFAULT_METRICS]
+    assert rows == list(DEFAULT_METRICS)
 
     # missing and extra files on stderr
     assert "without a prediction" in proc.stderr and "img_5.png" in proc.stderr
     assert "without a ground-truth file" in proc.stderr and "extra.png" in proc.stderr
 
     result = json.loads(out.read_text())
-    assert list(result) == [*METRIC_NAMES, *EXTRA_KEYS]
+    assert list(result) == [*DEFAULT_METRICS, *EXTRA_KEYS]
     assert result["num_pairs"] == 5
     assert result["missing_predictions"] == ["img_5.png"]
     assert result["unmatched_predictions"] == ["extra.png"]
@@ -131,7 +133,7 @@ def test_saved_pngs_equal_float_probabilities(tmp_path):
     reference.update(torch.from_numpy(probs[:, None]), torch.from_numpy(masks[:, None]))
     expected = reference.compute()
     assert result["num_pairs"] == 7
-    for name in METRIC_NAMES:
+    for name in DEFAULT_METRICS:
         assert result[name] == pytest.approx(expected[name], abs=1e-12), name
 
 
@@ -233,12 +235,12 @@ def test_evaluation_settings():
 
 def test_metric_selection(folders, capsys):
     pred_dir, gt_dir = folders
-    wanted = list(METRIC_NAMES[::-1][:2])
+    wanted = list(DEFAULT_METRICS[::-1][:2])
     code = evaluate.main(["--pred", str(pred_dir), "--gt", str(gt_dir), "--metrics", *wanted])
     assert code == 0
     out = capsys.readouterr().out
-    rows = [line.split()[0] for line in out.splitlines() if line.split()[0] in METRIC_NAMES]
-    assert rows == [name for name in METRIC_NAMES if name in wanted]
+    rows = [line.split()[0] for line in out.splitlines() if line.split()[0] in DEFAULT_METRICS]
+    assert rows == [name for name in DEFAULT_METRICS if name in wanted]
     with pytest.raises(SystemExit) as exc:
         evaluate.main(["--pred", str(pred_dir), "--gt", str(gt_dir), "--metrics", "nope"])
     assert exc.value.code == 2
@@ -290,3 +292,42 @@ def test_prediction_folder_inside_gt_folder_is_skipped(tmp_path):
     pairs, missing, unmatched = pair_files(gt / "preds", gt)
     assert rel(pairs, gt / "preds", gt) == [("x.png", "x.png")]
     assert missing == [] and unmatched == []
+
+
+def test_worker_processes_and_threads_give_the_same_numbers(folders, tmp_path):
+    """Scoring in 2 worker processes, in this one, or with --threads 1 gives equal results."""
+    pred_dir, gt_dir = folders
+    (pred_dir / "img_2.png").write_bytes(b"not a png")
+    results = [
+        evaluate_folders(
+            pred_dir,
+            gt_dir,
+            EvaluationSettings(batch_size=2, workers=0, processes=processes, progress=False),
+        )
+        for processes in (1, 2)
+    ]
+    assert results[0] == results[1]
+    assert results[0]["num_pairs"] == 4 and len(results[0]["unreadable"]) == 1
+    out = tmp_path / "scores.json"
+    proc = run_cli(
+        "--pred", pred_dir, "--gt", gt_dir, "--json", out, "--threads", "1", "--batch-size", "2"
+    )
+    assert proc.returncode == 1, proc.stderr  # the unreadable pair
+    assert json.loads(out.read_text()) == results[0]
+    with pytest.raises(ValueError, match="processes"):
+        EvaluationSettings(processes=0)
+
+
+def _die(chunk):
+    os._exit(3)  # a worker process killed mid-run (e.g. for memory)
+
+
+def test_a_dying_worker_process_is_an_error_not_a_hang(folders, monkeypatch, capsys):
+    pred_dir, gt_dir = folders
+    monkeypatch.setattr(scoring, "_score_in_worker", _die)  # the forked workers see it too
+    with pytest.raises(BrokenProcessPool):
+        evaluate_folders(pred_dir, gt_dir, EvaluationSettings(processes=2, progress=False))
+    settings = EvaluationSettings(processes=2, progress=False)
+    monkeypatch.setattr(evaluate, "settings_for", lambda args, device: settings)
+    assert evaluate.main(["--pred", str(pred_dir), "--gt", str(gt_dir)]) == 2
+    assert "scoring process ended abruptly" in capsys.readouterr().err

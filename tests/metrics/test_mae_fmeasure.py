@@ -12,8 +12,8 @@ import torch.nn.functional as F
 import utils.metrics.prepare as prepare_module
 from tests.metrics.cases import adaptive_tie_pair, blob, to_u8
 from utils.metrics import (
+    ALL_METRIC_NAMES,
     HIGHER_IS_BETTER,
-    METRIC_NAMES,
     FmeasureAccumulator,
     MAEAccumulator,
     SODMetrics,
@@ -347,7 +347,7 @@ def test_batch_and_list_of_images_agree_exactly() -> None:
 
 def test_api_and_reset() -> None:
     metrics = SODMetrics(metrics=NAMES)
-    assert set(NAMES) <= set(HIGHER_IS_BETTER) and set(HIGHER_IS_BETTER) == set(METRIC_NAMES)
+    assert set(NAMES) <= set(HIGHER_IS_BETTER) and set(HIGHER_IS_BETTER) == set(ALL_METRIC_NAMES)
     assert SODMetrics.HIGHER_IS_BETTER["MAE"] is False and SODMetrics.HIGHER_IS_BETTER["maxF"]
     with pytest.raises(RuntimeError, match="no images"):
         metrics.compute()

@@ -1,6 +1,6 @@
 """Salient-object-detection and binary-mask metrics, batched in torch.
 
-:class:`SODMetrics` computes six metric families (:data:`METRIC_NAMES`, in this order):
+:class:`SODMetrics` computes, by default (:data:`DEFAULT_METRICS`, in this order):
 
 * ``MAE`` (:class:`MAEAccumulator`);
 * ``maxF``, ``meanF``, ``adpF``: F-measure, ``beta^2 = 0.3`` (:class:`FmeasureAccumulator`);
@@ -11,9 +11,28 @@
   ``_img`` per-image means: the foreground class, with the prediction binarised at 8-bit level
   128, without stretch (:class:`BinaryAccumulator`).
 
-The first five reproduce PySODMetrics 1.6.2 (``MAE``, ``Fmeasure``, ``WeightedFmeasure``,
-``Smeasure``, ``Emeasure``) evaluated image by image on 8-bit maps, but the computation runs
-batched on the device of the inputs, in float64.
+and, when selected by name (``metrics=[...]``; all names: :data:`ALL_METRIC_NAMES`):
+
+* ``max<H>``, ``mean<H>``, ``adp<H>``, ``bin<H>``, ``bin<H>_pooled`` for the ``FmeasureV2``
+  handlers ``H`` in ``IoU``, ``Dice``, ``BER``, ``Kappa``, ``OA``, ``Precision``, ``Recall``,
+  ``Specificity``, ``FPR`` and ``F`` (:class:`FmeasureV2Accumulator`; ``F`` has ``bin`` variants
+  only, its others being ``maxF``, ``meanF``, ``adpF``);
+* ``relaxFb``: relaxed boundary F-measure of BASNet / U^2-Net
+  (:class:`RelaxedBoundaryFAccumulator`);
+* ``si_MAE`` and ``si_<variant><H>`` / ``si_<variant><H>_pooled``: size-invariant MAE and
+  ``FmeasureV2`` (:class:`SizeInvariantMAEAccumulator`,
+  :class:`SizeInvariantFmeasureV2Accumulator`);
+* ``maxMSIoU``, ``meanMSIoU``, ``adpMSIoU``, ``binMSIoU``: multi-scale IoU
+  (:class:`MSIoUAccumulator`);
+* ``HCE``: human correction effort of the DIS benchmark (:class:`HCEAccumulator`; needs
+  scikit-image).
+
+All but the level-128 binary metrics and ``relaxFb`` reproduce PySODMetrics 1.6.2 (``MAE``,
+``Fmeasure``, ``WeightedFmeasure``, ``Smeasure``, ``Emeasure``, ``FmeasureV2``, ``MSIoU``,
+``SizeInvarianceMAE``, ``SizeInvarianceFmeasureV2``, ``HumanCorrectionEffortMeasure``)
+evaluated image by image on 8-bit maps (each family's class documents where it deviates), but
+the computation runs batched on the device of the inputs, in float64 (``si_*`` and ``HCE``: per
+image, on the CPU).
 
 Preparation of one image (identical to PySODMetrics' ``prepare_data``, done once per batch by
 :class:`PreparedBatch` and shared by every family):
@@ -29,49 +48,73 @@ are therefore exact. Means are summed in a different order than numpy's, which c
 by ~1e-16, except where it matters: the adaptive threshold ``2 * mean`` falling (nearly) on a
 level present in the image; there the mean is recomputed with ``np.mean`` as PySODMetrics does.
 
-Every metric is a per-image score averaged over images (or, for the pooled binary metrics, a
-ratio of pixel counts), so the accumulated state is a handful of sums plus an image count (see
-:meth:`SODMetrics.state_tensors`); summing the state of several accumulators (e.g. a DDP
-all-reduce) gives the same result as one accumulator over all images.
+Every metric is a per-image score averaged over images (or, for the ``_pooled`` and the pooled
+level-128 binary metrics, a function of sums over images), so the accumulated state is a
+handful of sums plus an image count (see :meth:`SODMetrics.state_tensors`); summing the state
+of several accumulators (e.g. a DDP all-reduce) gives the same result as one accumulator over
+all images.
 
 To add a metric family: subclass :class:`Accumulator` (or :class:`MeanScoreAccumulator` for
 one per-image score, :class:`CurveAccumulator` for an adaptive score plus 256-threshold curves)
 in a module of this package, with its metric names and directions in ``HIGHER_IS_BETTER``;
-then append the class to ``FAMILIES`` in :mod:`utils.metrics.sod`, which makes its names part of
-:data:`HIGHER_IS_BETTER` and :data:`METRIC_NAMES`. Shared per-batch quantities belong in
-:class:`PreparedBatch` as cached properties.
+then append the class to ``OPTIONAL_FAMILIES`` in :mod:`utils.metrics.sod`, which makes its
+names part of :data:`HIGHER_IS_BETTER` and :data:`ALL_METRIC_NAMES` (selectable by name; the
+default set :data:`DEFAULT_METRICS` does not change).
+Shared per-batch quantities belong in :class:`PreparedBatch` as cached properties.
 """
 
 from utils.metrics.base import Accumulator, CurveAccumulator, MeanScoreAccumulator
 from utils.metrics.binary import BinaryAccumulator
 from utils.metrics.emeasure import EmeasureAccumulator
 from utils.metrics.fmeasure import BETA, FmeasureAccumulator, MAEAccumulator
+from utils.metrics.fmeasure_v2 import FmeasureV2Accumulator
+from utils.metrics.hce import HCEAccumulator
+from utils.metrics.msiou import MSIoUAccumulator
 from utils.metrics.prepare import (
     NUM_THRESHOLDS,
     PreparedBatch,
     prepare_batch,
     prob_to_uint8,
 )
+from utils.metrics.relaxed_boundary import RelaxedBoundaryFAccumulator
+from utils.metrics.size_invariant import (
+    SizeInvariantFmeasureV2Accumulator,
+    SizeInvariantMAEAccumulator,
+)
 from utils.metrics.smeasure import SmeasureAccumulator
-from utils.metrics.sod import HIGHER_IS_BETTER, METRIC_NAMES, SODMetrics
+from utils.metrics.sod import (
+    ALL_METRIC_NAMES,
+    DEFAULT_METRICS,
+    HIGHER_IS_BETTER,
+    SODMetrics,
+    with_defaults,
+)
 from utils.metrics.weighted_f import WeightedFAccumulator
 
 __all__ = [
+    "ALL_METRIC_NAMES",
     "BETA",
+    "DEFAULT_METRICS",
     "HIGHER_IS_BETTER",
-    "METRIC_NAMES",
     "NUM_THRESHOLDS",
     "Accumulator",
     "BinaryAccumulator",
     "CurveAccumulator",
     "EmeasureAccumulator",
     "FmeasureAccumulator",
+    "FmeasureV2Accumulator",
+    "HCEAccumulator",
     "MAEAccumulator",
+    "MSIoUAccumulator",
     "MeanScoreAccumulator",
     "PreparedBatch",
+    "RelaxedBoundaryFAccumulator",
     "SODMetrics",
+    "SizeInvariantFmeasureV2Accumulator",
+    "SizeInvariantMAEAccumulator",
     "SmeasureAccumulator",
     "WeightedFAccumulator",
     "prepare_batch",
     "prob_to_uint8",
+    "with_defaults",
 ]

@@ -24,29 +24,17 @@ from __future__ import annotations
 import os
 import sys
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import nullcontext
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from tqdm import tqdm
 
-from utils.io.images import (
-    IMAGE_EXTENSIONS,
-    ImageNameClash,
-    find_images,
-    read_grey,
-    read_mask_flagged,
-)
-from utils.metrics import METRIC_NAMES, SODMetrics
-
-Pair = tuple[Path, Path]
-"""``(prediction path, ground-truth path)``."""
+from utils.io.images import IMAGE_EXTENSIONS, ImageNameClash, find_images
+from utils.metrics import ALL_METRIC_NAMES
+from utils.metrics.scoring import Pair, PairScorer
 
 
 class EvaluationError(ValueError):
@@ -126,14 +114,17 @@ class EvaluationSettings:
 
     ``metrics``: the :class:`SODMetrics` names to compute (``None``: all, in its order; stored as
     a tuple); ``device``: where the metrics are computed; ``batch_size``: pairs read and scored at
-    a time (>= 1); ``workers``: threads that read files (0: read in the calling thread);
-    ``progress``: show a tqdm bar. Raises ValueError for ``batch_size < 1`` or ``workers < 0``.
+    a time (>= 1); ``workers``: threads that read files when scoring in this process (0: read in
+    the calling thread); ``processes``: single-threaded worker processes that read and score
+    (CPU only, see :mod:`utils.metrics.scoring`; 1: score in this process); ``progress``: show a
+    tqdm bar. Raises ValueError for ``batch_size < 1``, ``workers < 0`` or ``processes < 1``.
     """
 
     metrics: Sequence[str] | None = None
     device: torch.device | str = "cpu"
     batch_size: int = 16
     workers: int = 4
+    processes: int = 1
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -141,47 +132,14 @@ class EvaluationSettings:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.workers < 0:
             raise ValueError(f"workers must be >= 0, got {self.workers}")
+        if self.processes < 1:
+            raise ValueError(f"processes must be >= 1, got {self.processes}")
         if self.metrics is not None:
             object.__setattr__(self, "metrics", tuple(self.metrics))
 
-
-def _read_pair(pair: Pair) -> tuple[np.ndarray, np.ndarray, bool]:
-    """The 8-bit prediction and mask of a pair and whether the mask was 0/1-encoded; raises
-    OSError (naming the file) when one of the two files cannot be read."""
-    pred = read_grey(pair[0])
-    gt, binary_01 = read_mask_flagged(pair[1])
-    return pred, gt, binary_01
-
-
-def _read_chunk(
-    chunk: Sequence[Pair], executor: ThreadPoolExecutor | None
-) -> tuple[list[np.ndarray], list[np.ndarray], list[str], int]:
-    """Read the pairs of ``chunk`` (in ``executor``'s threads, or in this one when ``None``).
-
-    Returns the predictions and the masks read (uint8 HxW arrays, in the order of ``chunk``), the
-    error message of every unreadable pair and how many of the masks read were 0/1-encoded.
-    """
-    # One call per pair that returns its images or raises OSError: the result of a future
-    # (all the pair reads are submitted at once) or the read itself.
-    reads: list[Callable[[], tuple[np.ndarray, np.ndarray, bool]]] = (
-        [executor.submit(_read_pair, pair).result for pair in chunk]
-        if executor
-        else [partial(_read_pair, pair) for pair in chunk]
-    )
-    preds: list[np.ndarray] = []
-    gts: list[np.ndarray] = []
-    errors: list[str] = []
-    binary_01 = 0
-    for read in reads:
-        try:
-            pred, gt, flagged = read()
-        except OSError as err:
-            errors.append(str(err))
-            continue
-        preds.append(pred)
-        gts.append(gt)
-        binary_01 += flagged
-    return preds, gts, errors, binary_01
+    def scorer(self) -> PairScorer:
+        """A :class:`PairScorer` with these settings (use it as a context manager)."""
+        return PairScorer(self.metrics, self.device, self.batch_size, self.processes, self.workers)
 
 
 def evaluate_pairs(
@@ -189,42 +147,32 @@ def evaluate_pairs(
 ) -> dict[str, Any]:
     """Score ``pairs`` with :class:`SODMetrics` as ``settings`` say (default: all metrics, CPU).
 
-    Files are read ``settings.batch_size`` pairs at a time and fed to :meth:`SODMetrics.update`
-    as lists, which batches equal-size images and resizes a prediction to its GT's size
-    (bilinear on the 0..255 values). Returns the metric values (in :class:`SODMetrics` order)
-    and ``num_pairs`` (pairs scored), ``resized_predictions`` (how many had another size than
-    their GT), ``unreadable`` (the error message, naming the file, of every skipped pair) and
+    Files are read and scored ``settings.batch_size`` pairs at a time
+    (:class:`~utils.metrics.scoring.PairScorer`); :meth:`SODMetrics.update` gets them as lists,
+    which batches equal-size images and resizes a prediction to its GT's size (bilinear on the
+    0..255 values). Returns the metric values (in :class:`SODMetrics` order) and ``num_pairs``
+    (pairs scored), ``resized_predictions`` (how many had another size than their GT),
+    ``unreadable`` (the error message, naming the file, of every skipped pair) and
     ``binary_01_masks`` (how many GT masks scored were 0/1-encoded, read as 0/255).
     Raises :class:`EvaluationError` when no pair could be read.
     """
     settings = settings or EvaluationSettings()
-    scorer = SODMetrics(settings.device, settings.metrics)
-    unreadable: list[str] = []
-    resized = binary_01 = 0
-    pool = ThreadPoolExecutor(settings.workers) if settings.workers > 0 else nullcontext()
     quiet = None if settings.progress else True  # tqdm's disable: None hides it off a TTY
+    # The scorer first: its worker processes fork before tqdm starts a thread.
     with (
-        pool as executor,
+        settings.scorer() as scorer,
         tqdm(total=len(pairs), desc="evaluate", unit="img", disable=quiet) as bar,
     ):
-        for start in range(0, len(pairs), settings.batch_size):
-            chunk = pairs[start : start + settings.batch_size]
-            preds, gts, errors, flagged = _read_chunk(chunk, executor)
-            unreadable += errors
-            binary_01 += flagged
-            resized += sum(pred.shape != gt.shape for pred, gt in zip(preds, gts, strict=True))
-            if preds:
-                scorer.update(preds, gts)
-            bar.update(len(chunk))
-    if scorer.num_images == 0:
-        shown = "; ".join(unreadable[:3])
+        scores = scorer.score(pairs, bar.update)
+    if scores.scorer.num_images == 0:
+        shown = "; ".join(scores.unreadable[:3])
         raise EvaluationError(f"none of the {len(pairs)} pair(s) could be read: {shown}")
     return {
-        **scorer.compute(),
-        "num_pairs": scorer.num_images,
-        "resized_predictions": resized,
-        "unreadable": unreadable,
-        "binary_01_masks": binary_01,
+        **scores.scorer.compute(),
+        "num_pairs": scores.scorer.num_images,
+        "resized_predictions": scores.resized,
+        "unreadable": scores.unreadable,
+        "binary_01_masks": scores.binary_01,
     }
 
 
@@ -302,4 +250,4 @@ def print_report(
     print(f"{results['num_pairs']} pairs  (predictions: {pred_dir}, ground truth: {gt_dir})")
     if results["resized_predictions"]:
         print(f"{results['resized_predictions']} predictions resized to their ground truth's size")
-    print(format_table(results, [name for name in METRIC_NAMES if name in results]))
+    print(format_table(results, [name for name in ALL_METRIC_NAMES if name in results]))

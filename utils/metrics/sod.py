@@ -12,6 +12,9 @@ from utils.metrics.base import Accumulator
 from utils.metrics.binary import BinaryAccumulator
 from utils.metrics.emeasure import EmeasureAccumulator
 from utils.metrics.fmeasure import FmeasureAccumulator, MAEAccumulator
+from utils.metrics.fmeasure_v2 import FmeasureV2Accumulator
+from utils.metrics.hce import HCEAccumulator
+from utils.metrics.msiou import MSIoUAccumulator
 from utils.metrics.prepare import (
     PreparedBatch,
     as_bhw,
@@ -19,11 +22,16 @@ from utils.metrics.prepare import (
     gt_to_mask,
     pred_to_uint8,
 )
+from utils.metrics.relaxed_boundary import RelaxedBoundaryFAccumulator
+from utils.metrics.size_invariant import (
+    SizeInvariantFmeasureV2Accumulator,
+    SizeInvariantMAEAccumulator,
+)
 from utils.metrics.smeasure import SmeasureAccumulator
 from utils.metrics.weighted_f import WeightedFAccumulator
 from utils.runtime.distributed import all_reduce_sum_
 
-FAMILIES: tuple[type[Accumulator], ...] = (
+DEFAULT_FAMILIES: tuple[type[Accumulator], ...] = (
     MAEAccumulator,
     FmeasureAccumulator,
     WeightedFAccumulator,
@@ -31,26 +39,70 @@ FAMILIES: tuple[type[Accumulator], ...] = (
     EmeasureAccumulator,
     BinaryAccumulator,
 )
+"""The families of the default metric set (validation, ``evaluate.py`` without ``--metrics``)."""
+
+OPTIONAL_FAMILIES: tuple[type[Accumulator], ...] = (
+    FmeasureV2Accumulator,
+    RelaxedBoundaryFAccumulator,
+    SizeInvariantMAEAccumulator,
+    SizeInvariantFmeasureV2Accumulator,
+    MSIoUAccumulator,
+    HCEAccumulator,
+)
+"""The families computed only when one of their metrics is selected by name."""
+
+FAMILIES: tuple[type[Accumulator], ...] = DEFAULT_FAMILIES + OPTIONAL_FAMILIES
 """The metric families, in the order of their metrics in results."""
 
 HIGHER_IS_BETTER: dict[str, bool] = {
     name: higher for family in FAMILIES for name, higher in family.HIGHER_IS_BETTER.items()
 }
 """Every metric :class:`SODMetrics` can compute, and whether a larger value is better."""
+if len(HIGHER_IS_BETTER) != sum(len(family.HIGHER_IS_BETTER) for family in FAMILIES):
+    raise RuntimeError("utils.metrics.sod.FAMILIES: two families define the same metric name")
 
-METRIC_NAMES: tuple[str, ...] = tuple(HIGHER_IS_BETTER)
+ALL_METRIC_NAMES: tuple[str, ...] = tuple(HIGHER_IS_BETTER)
+"""Every metric :class:`SODMetrics` can compute, in the order of results."""
+
+DEFAULT_METRICS: tuple[str, ...] = tuple(
+    name for family in DEFAULT_FAMILIES for name in family.HIGHER_IS_BETTER
+)
+"""The metrics computed when none are named (``metrics=None``): MAE, F-measure, weighted F,
+S-measure, E-measure and the level-128 binary metrics. The other families cost more per image
+(or much more: ``MSIoU``, ``HCE``) and are computed only when selected by name."""
+
+
+def _check_known(names: Sequence[str]) -> None:
+    """Raise ValueError naming the first of ``names`` that is no metric (or if there is none)."""
+    unknown = [name for name in names if name not in HIGHER_IS_BETTER]
+    if unknown or not names:
+        raise ValueError(
+            f"unknown metric {unknown[0] if unknown else None!r}; "
+            f"available: {', '.join(ALL_METRIC_NAMES)}"
+        )
+
+
+def with_defaults(*extra: str | None) -> tuple[str, ...]:
+    """:data:`DEFAULT_METRICS` plus the metrics ``extra`` (``None`` items are ignored), in the
+    order of :data:`ALL_METRIC_NAMES`; e.g. the metrics a validation must compute for a
+    ``trainer.monitor`` metric. Raises ValueError naming an unknown metric."""
+    wanted = [*DEFAULT_METRICS, *(name for name in extra if name is not None)]
+    _check_known(wanted)
+    return tuple(name for name in ALL_METRIC_NAMES if name in wanted)
 
 
 class SODMetrics:
-    """The SOD metrics of a dataset (all of ``HIGHER_IS_BETTER``, or those named in ``metrics``),
-    matching PySODMetrics 1.6.2.
+    """The SOD metrics of a dataset (:data:`DEFAULT_METRICS`, or those named in ``metrics``: any of
+    :data:`ALL_METRIC_NAMES`), matching PySODMetrics 1.6.2.
 
     ``update(pred, gt)`` accepts a batch in either form (numpy arrays or tensors):
 
     * 8-bit maps as read from PNG files: ``pred`` uint8 and ``gt`` uint8, HxW or BxHxW (or
       Bx1xHxW); the result equals PySODMetrics' ``MAE``, ``Fmeasure``, ``WeightedFmeasure``,
-      ``Smeasure`` and ``Emeasure`` fed the same images (up to float64 summation order, and
-      where the class of each family documents a difference);
+      ``Smeasure`` and ``Emeasure`` (and, for the optional families, ``FmeasureV2``, ``MSIoU``,
+      ``SizeInvarianceMAE``, ``SizeInvarianceFmeasureV2``, ``HumanCorrectionEffortMeasure``) fed
+      the same images (up to float64 summation order, and where the class of each family
+      documents a difference);
     * model outputs: ``pred`` float probabilities in [0, 1], Bx1xHxW or BxHxW, quantised with
       :func:`prob_to_uint8` (``clamp(round(p * 255), 0, 255)``, the rule of our saved PNG maps);
       a float ``gt`` in [0, 1] (``mask_uint8 / 255``) is recovered as ``round(gt * 255)``, a bool
@@ -73,14 +125,9 @@ class SODMetrics:
         self, device: torch.device | str = "cpu", metrics: Sequence[str] | None = None
     ) -> None:
         self.device = torch.device(device)
-        wanted = METRIC_NAMES if metrics is None else tuple(metrics)
-        unknown = [name for name in wanted if name not in HIGHER_IS_BETTER]
-        if unknown or not wanted:
-            raise ValueError(
-                f"unknown metric {unknown[0] if unknown else None!r}; "
-                f"available: {', '.join(METRIC_NAMES)}"
-            )
-        self.names = tuple(name for name in METRIC_NAMES if name in wanted)
+        wanted = DEFAULT_METRICS if metrics is None else tuple(metrics)
+        _check_known(wanted)
+        self.names = tuple(name for name in ALL_METRIC_NAMES if name in wanted)
         self._accumulators: tuple[Accumulator, ...] = tuple(
             family(self.device)
             for family in FAMILIES
@@ -150,7 +197,7 @@ class SODMetrics:
             acc.update(batch)
 
     def compute(self) -> dict[str, float]:
-        """The metrics ``self.names`` (name to value, in :data:`METRIC_NAMES` order) over all
+        """The metrics ``self.names`` (name to value, in :data:`ALL_METRIC_NAMES` order) over all
         images; raises RuntimeError if there are none."""
         if self.num_images == 0:
             raise RuntimeError("SODMetrics.compute(): no images accumulated (call update() first)")
