@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from base.base_dataloader import warn_shared_images
 from base.base_trainer import NonFiniteLossError
 from utils import config as cfg
 from utils.io.checkpoint import load_training_checkpoint
@@ -20,6 +21,7 @@ from utils.io.run_dir import (
     run_dirs,
 )
 from utils.io.run_lock import RunLock, RunLockedError, termination_signals
+from utils.metrics import HIGHER_IS_BETTER
 from utils.runtime.cpu_memory import keep_freed_memory
 from utils.runtime.distributed import (
     LaunchError,
@@ -101,7 +103,8 @@ def registries() -> cfg.Registries:
 
 
 def resolve_config(args: argparse.Namespace, known: cfg.Registries) -> dict[str, Any]:
-    """The config of the run: stored (resume) <- -c file <- --seed <- --opt, then validated."""
+    """The config of the run: stored (resume) <- -c file <- --seed <- --opt, then validated
+    (``trainer.monitor`` included: before any data is built)."""
     config: dict[str, Any] = {}
     if args.resume:
         config = load_training_checkpoint(args.resume)["config"]
@@ -110,8 +113,7 @@ def resolve_config(args: argparse.Namespace, known: cfg.Registries) -> dict[str,
         config = cfg.merge(config, cfg.load_config(args.config))
     if args.seed is not None:
         config["seed"] = args.seed
-    config = cfg.apply_overrides(config, args.opt, known)
-    return cfg.validate_config(config, known)
+    return cfg.apply_overrides(config, args.opt, known, HIGHER_IS_BETTER)
 
 
 def resolve_auto_resume(args: argparse.Namespace, known: cfg.Registries) -> str | None:
@@ -295,6 +297,8 @@ def run(
     logger.info("train: %r", train_loader.dataset)
     if val_loader is not None:
         logger.info("val: %r", val_loader.dataset)
+    if config["trainer"]["val"]:
+        warn_shared_images(train_loader, val_loader)
     loss = cfg.build(config, "loss", known["loss"])
     trainer = Trainer(
         model,

@@ -15,9 +15,10 @@ from tqdm import tqdm
 from base.base_trainer import BaseTrainer
 from utils.io.run_dir import LAST_CHECKPOINT
 from utils.io.run_lock import Terminated, signals_deferred
-from utils.metrics import SODMetrics
+from utils.metrics import SODMetrics, with_defaults
 from utils.runtime.distributed import all_reduce_sum_, broadcast_buffers_
 from utils.runtime.execution import unwrap
+from utils.runtime.logs import format_duration, interactive_console
 from utils.runtime.prefetcher import DataPrefetcher
 from utils.training.tensorboard import comparison_grid
 
@@ -37,13 +38,16 @@ def _kept(flags: torch.Tensor, keys: list[Any]) -> torch.Tensor | None:
 class EpochTotals:
     """The running totals of a training epoch on this process: summed loss and samples, the
     first step whose loss was not finite (-1: none; kept on the device, no sync per step), the
-    steps done and the start time."""
+    steps done, the start time (``time.perf_counter``), and the samples and steps that a
+    mid-epoch resume started from (done before ``start``)."""
 
     loss_sum: torch.Tensor
     seen: int
     first_bad: torch.Tensor
     done: int
     start: float
+    resumed_seen: int = 0
+    resumed_done: int = 0
 
     def add(self, loss: torch.Tensor, samples: int) -> None:
         """Count one more step of ``samples`` samples and its (detached) mean ``loss``."""
@@ -72,10 +76,11 @@ class Trainer(BaseTrainer):
 
     def _progress(self, loader: DataLoader, kind: str, epoch: int) -> tqdm:
         """The loader's batches on the device (prefetched on CUDA), in a transient tqdm bar:
-        drawn by the main process only, and hidden when the output is not a terminal."""
+        drawn by the main process only, when stdout and stderr are terminals (else training
+        logs a progress line instead, see :meth:`_report_progress`)."""
         batches = DataPrefetcher(loader, self.device, enabled=self.prefetch)
         desc = f"{kind} {epoch}/{self.epochs}"
-        disable = None if self.is_main else True
+        disable = not (self.is_main and interactive_console())
         return tqdm(batches, desc=desc, leave=False, dynamic_ncols=True, disable=disable)
 
     def _train_epoch(self, epoch: int) -> dict[str, float]:
@@ -114,41 +119,63 @@ class Trainer(BaseTrainer):
         loss and samples summed over every process, held by the main process)."""
         partial = self.resume_partial if self.is_main else {}
         loss_sum = torch.tensor(partial.get("loss_sum", 0.0), dtype=torch.float64)
+        seen = int(partial.get("seen", 0))
         return EpochTotals(
             loss_sum=loss_sum.to(self.device),
-            seen=int(partial.get("seen", 0)),
+            seen=seen,
             first_bad=torch.full((), -1, dtype=torch.int64, device=self.device),
             done=self.resume_iteration,
             start=time.perf_counter(),
+            resumed_seen=seen,
+            resumed_done=self.resume_iteration,
         )
 
     def _after_step(self, epoch: int, loss: torch.Tensor, totals: EpochTotals, bar: tqdm) -> None:
-        """Every ``log_per_iter`` steps (and at the end): the finite-loss check, the progress bar
-        and TensorBoard; every ``save_every_iters`` steps: ``checkpoint-last.pth``."""
+        """Every ``log_per_iter`` steps (and at the end): the finite-loss check and the progress
+        report; every ``save_every_iters`` steps: ``checkpoint-last.pth``."""
         step = totals.done
         if step % self.log_per_iter == 0 or step == len(self.train_loader):
             self._check_finite(totals.first_bad, epoch)
-            lr = self.optimizer.param_groups[0]["lr"]
-            loss_value = loss.item()
-            rate = totals.seen / (time.perf_counter() - totals.start)
-            bar.set_postfix(loss=f"{loss_value:.4f}", lr=f"{lr:.3g}", img_s=f"{rate:.1f}")
-            if self.writer is not None:
-                self.writer.add_scalar("train/loss", loss_value, self._tb_step(epoch, step))
-                self.writer.add_scalar("train/lr", lr, self._tb_step(epoch, step))
+            self._report_progress(epoch, loss.item(), totals, bar)
         if self.save_every_iters and self._global_step(epoch, step) % self.save_every_iters == 0:
             summed = totals.summed()  # every process's share of the epoch so far
             if self.is_main:
                 self._save_iteration(epoch, step, summed)
 
+    def _report_progress(
+        self, epoch: int, loss_value: float, totals: EpochTotals, bar: tqdm
+    ) -> None:
+        """The step's loss, the lr and the images per second (of every process, since the epoch
+        started or resumed) on the progress bar, or, when the bar is hidden (the output is not a
+        terminal: nohup, SLURM, a pipe), in a log line of the main process with the ETA of the
+        epoch's training; and the loss and lr to TensorBoard."""
+        step, steps = totals.done, len(self.train_loader)
+        lr = self.optimizer.param_groups[0]["lr"]
+        elapsed = max(time.perf_counter() - totals.start, 1e-9)
+        rate = (totals.seen - totals.resumed_seen) * self.execution.world_size / elapsed
+        if not bar.disable:
+            bar.set_postfix(loss=f"{loss_value:.4f}", lr=f"{lr:.3g}", img_s=f"{rate:.1f}")
+        elif self.is_main:
+            left = (steps - step) * elapsed / max(step - totals.resumed_done, 1)
+            self.logger.info(
+                "train %d/%d  iter %d/%d  loss %.4f  lr %.3g  %.1f img/s  epoch ETA %s",
+                epoch, self.epochs, step, steps, loss_value, lr, rate, format_duration(left),
+            )  # fmt: skip
+        if self.writer is not None:
+            self.writer.add_scalar("train/loss", loss_value, self._tb_step(epoch, step))
+            self.writer.add_scalar("train/lr", lr, self._tb_step(epoch, step))
+
     @torch.no_grad()
     def _valid_epoch(self, epoch: int) -> dict[str, float]:
-        """Score the validation images in float32 (whatever ``amp``) with the bare model: under
+        """Score the validation images in float32 (whatever ``amp``) with the bare model, on the
+        default metrics plus the monitored and ``trainer.print_metrics`` ones: under
         DDP each process scores its share with rank 0's BatchNorm statistics and the metric
         state is summed over processes. Samples that cannot be read are left out of the metrics
         (their replacements are not scored) and counted in ``val_bad_files``."""
         model = unwrap(self.model).eval()
         broadcast_buffers_(model)  # the BatchNorm statistics rank 0 saves in its checkpoint
-        metrics = SODMetrics(self.device)
+        names = with_defaults(self.monitor_metric, *self.print_metrics)
+        metrics = SODMetrics(self.device, metrics=names)
         shown: list[tuple[torch.Tensor, ...]] = []
         flags = self._start_pass(self.val_loader)
         batch_sampler = getattr(self.val_loader, "batch_sampler", None)

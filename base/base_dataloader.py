@@ -16,6 +16,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from utils.preprocessing import NORMALISATIONS, check_normalisation
 from utils.runtime.distributed import get_rank, get_world_size
+from utils.runtime.logs import get_logger
 
 
 class SeededSampler(Sampler):
@@ -79,15 +80,55 @@ class SeededSampler(Sampler):
 
 
 def split_indices(n: int, val_split: float, seed: int) -> tuple[list[int], list[int]]:
-    """Split ``range(n)`` into (train, val); ``val_split`` is a fraction in (0, 1) or a count."""
-    n_val = int(val_split) if val_split >= 1 else round(n * val_split)
-    if val_split < 0 or not 0 < n_val < n:
+    """Split ``range(n)`` into sorted (train, val) index lists, drawn from ``(seed, n)``.
+
+    ``val_split`` is a fraction ``0 < val_split < 1`` of the samples (rounded; e.g. 0.1) or a
+    whole count of them (an int, e.g. 50) between 1 and ``n - 1``. Raises ValueError naming
+    ``val_split`` for anything else (1.0 and 1.5 included: neither a fraction nor a count)
+    and for a fraction that leaves no training or no validation sample."""
+    is_count = isinstance(val_split, int) and not isinstance(val_split, bool)
+    is_fraction = isinstance(val_split, float) and 0 < val_split < 1
+    n_val = val_split if is_count else round(n * val_split) if is_fraction else 0
+    if not 0 < n_val < n:
+        held = f"holds out {n_val} of the {n} samples" if is_fraction else "is out of range"
         raise ValueError(
-            f"val_split={val_split} leaves no training or no validation images out of {n}; "
-            "use a fraction in (0, 1) or a count between 1 and the dataset size - 1"
+            f"val_split={val_split!r} {held}: expected a fraction 0 < val_split < 1 of the {n} "
+            f"samples (e.g. 0.1) or a whole count between 1 and {n - 1} (an integer, e.g. 2)"
         )
     order = np.random.default_rng([seed, n]).permutation(n)
     return sorted(order[n_val:].tolist()), sorted(order[:n_val].tolist())
+
+
+def loader_images(loader: DataLoader) -> set[str]:
+    """The image files ``loader`` reads (:meth:`SeededDataSet.image_files` of the samples of its
+    :class:`SeededSampler`, or of all its samples); empty for a dataset that does not name them."""
+    dataset = loader.dataset
+    indices = getattr(loader.sampler, "indices", None)
+    if not hasattr(dataset, "image_files"):
+        return set()
+    return dataset.image_files(range(len(dataset)) if indices is None else indices)
+
+
+def warn_shared_images(train_loader: DataLoader, val_loader: DataLoader | None) -> int:
+    """Log a warning when validation reads images that training reads too (the same files, e.g.
+    a ``VOCBinary`` folder without split files, or a ``val_loader`` on the training folder);
+    returns how many of the validation images are shared (0 without ``val_loader``)."""
+    if val_loader is None:
+        return 0
+    val_images = loader_images(val_loader)
+    shared = sorted(val_images & loader_images(train_loader))
+    if shared:
+        get_logger().warning(
+            "validation reads %d of its %d images from the training images too (the same "
+            "files, e.g. %s): its scores say how well the model fits images it trains on, not "
+            "how it does on new ones. Give validation other images (another split or data_dir; "
+            "VOCBinary: ImageSets/Segmentation/train.txt and val.txt list the images of each "
+            "split) or hold some out with train_loader.args.val_split where the loader allows it",
+            len(shared),
+            len(val_images),
+            shared[0],
+        )
+    return len(shared)
 
 
 def _track_skipped(dataset: Dataset, indices: Sequence[int]) -> None:
@@ -178,6 +219,10 @@ class BaseDataLoader(DataLoader):
         self.val_indices: list[int] = []
         if val_split:
             indices, self.val_indices = split_indices(len(dataset), val_split, seed)
+            dataset.subset = (
+                f"{len(indices)} of {len(dataset)} ({len(self.val_indices)} held out for "
+                f"validation by val_split={val_split})"
+            )
         self._val_settings = (batch_size, num_workers, seed)
         _track_skipped(dataset, indices)
         super().__init__(
@@ -190,6 +235,9 @@ class BaseDataLoader(DataLoader):
             return None
         val_set = copy.copy(self.dataset)
         val_set.augment = False
+        val_set.subset = (
+            f"{len(self.val_indices)} of {len(val_set)} (held out from training by val_split)"
+        )
         _track_skipped(val_set, self.val_indices)  # its own flags, not the training set's
         batch_size, num_workers, seed = self._val_settings
         return DataLoader(

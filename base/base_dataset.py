@@ -7,7 +7,7 @@ import bisect
 import dataclasses
 import inspect
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -75,7 +75,8 @@ class SeededDataSet(Dataset):
     Hooks: ``_set_files`` fills ``self.files`` (called by ``__init__``); ``_sample(index, rng)``
     returns the HxWx3 uint8 RGB image and the HxW mask in [0, 1] of a sample, augmented when
     ``self.augment``; ``_augment_pixels(pixels, rng)`` may change the 3xHxW float32 image (0..255)
-    in place before normalisation; ``_repr_fields`` lists what ``repr`` shows after the split.
+    in place before normalisation; ``_repr_fields`` lists what ``repr`` shows after the split;
+    ``_file_index(index)`` is the entry of ``self.files`` a sample reads (for ``image_files``).
     There are ``len(self.files)`` samples unless ``__len__`` says otherwise.
     """
 
@@ -102,6 +103,25 @@ class SeededDataSet(Dataset):
 
     def __len__(self) -> int:
         return len(self.files)
+
+    def _file_index(self, index: int) -> int:
+        """The entry of ``self.files`` that sample ``index`` reads; by default ``index``."""
+        return index
+
+    def image_files(self, indices: Iterable[int]) -> set[str]:
+        """The image files the samples ``indices`` read, as real paths (symbolic links
+        resolved), to tell whether two loaders read the same images. An entry of ``self.files``
+        is a path or a tuple whose first item is the image's path; entries of other kinds (e.g.
+        arrays) give no path."""
+        entries = (self.files[self._file_index(index)] for index in indices)
+        images = (entry[0] if isinstance(entry, tuple) and entry else entry for entry in entries)
+        return {
+            os.path.realpath(image) for image in images if isinstance(image, (str, os.PathLike))
+        }
+
+    subset: str | None = None
+    """Set by a loader that reads only some of the samples (a ``val_split``): what ``repr`` shows
+    in place of the number of samples, e.g. ``"10 of 12 (2 held out for validation ...)"``."""
 
     normalisation: str = NORMALISATIONS[0]
     """How images are normalised (:data:`utils.preprocessing.NORMALISATIONS`); the loader sets it
@@ -312,14 +332,17 @@ class ImageTransform:
 def takes_fields_of(options: type) -> Callable[[_Init], _Init]:
     """Decorate an ``__init__`` whose ``**kwargs`` are the fields of the dataclass ``options``:
     its signature (``inspect.signature``) then names them, as keyword-only parameters with their
-    defaults, so the config keys derived from constructor signatures (``utils.config``) and
-    ``help()`` list them. The function itself is unchanged."""
+    defaults and annotations, so the config keys derived from constructor signatures
+    (``utils.config``, which checks values against the annotations) and ``help()`` list them.
+    The function itself is unchanged."""
 
     def decorate(init: _Init) -> _Init:
         signature = inspect.signature(init)
         kept = [p for p in signature.parameters.values() if p.kind is not p.VAR_KEYWORD]
         named = [
-            inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default)
+            inspect.Parameter(
+                f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default, annotation=f.type
+            )
             for f in dataclasses.fields(options)
         ]
         init.__signature__ = signature.replace(parameters=kept + named)
@@ -485,7 +508,7 @@ class BaseDataSet(SeededDataSet):
 
     def _repr_fields(self) -> list[str]:
         return [
-            f"images={len(self)}",
+            f"images={self.subset or len(self)}",
             f"data_dir={self.data_dir!r}",
             self.transform.describe(self.augment),
         ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import time
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, ClassVar
@@ -17,16 +18,16 @@ from utils.io.atomic import remove_stale_temporaries, write_json
 from utils.io.checkpoint import (
     CHECKPOINT_VERSION,
     check_state_dict,
-    copy_checkpoint,
     load_checkpoint,
     load_training_checkpoint,
+    model_checkpoint,
     save_checkpoint,
 )
 from utils.io.run_dir import LAST_CHECKPOINT, MetricsLog, periodic_checkpoints
 from utils.io.run_lock import signals_deferred
 from utils.runtime.distributed import all_reduce_sum_, barrier
 from utils.runtime.execution import Execution, prepare_model, unwrap
-from utils.runtime.logs import get_logger
+from utils.runtime.logs import format_duration, get_logger
 from utils.runtime.seeding import rng_state, set_rng_state
 from utils.training import LR_SCHEDULERS, OPTIMIZERS
 from utils.training.train_step import TrainStep
@@ -89,6 +90,8 @@ class BaseTrainer(ABC):
         self.vis_samples: int = trainer["vis_samples"]
         self.max_bad_files: float = trainer["max_bad_files"]
         self.save_every_iters: int = trainer["save_every_iters"]
+        self.print_metrics: list[str] = trainer["print_metrics"]
+        self._epoch_seconds: list[float] = []  # the time of each epoch this process ran
         self.resume_iteration = 0  # training steps of start_epoch already done (mid-epoch resume)
         self.resume_partial: dict[str, float] = {}  # their summed loss and sample count
         self._named_bad: set[tuple[str, int]] = set()  # (pass, sample) already logged
@@ -124,6 +127,7 @@ class BaseTrainer(ABC):
         )
 
         self.monitor_mode, self.monitor_metric = self._parse_monitor(trainer["monitor"])
+        cfg.check_print_metrics(trainer, self.higher_is_better)
         self.monitor_best = -math.inf if self.monitor_mode == "max" else math.inf
         self.best_epoch: int | None = None  # the epoch that reached monitor_best
         self.not_improved = 0
@@ -201,6 +205,7 @@ class BaseTrainer(ABC):
 
     def _train_epochs(self) -> None:
         for epoch in range(self.start_epoch, self.epochs + 1):
+            started = time.perf_counter()
             for loader in (self.train_loader, self.val_loader):
                 if loader is not None and hasattr(loader.sampler, "set_epoch"):
                     loader.sampler.set_epoch(epoch)
@@ -224,7 +229,7 @@ class BaseTrainer(ABC):
             improved = validate and self._update_monitor(record)
             if self.is_main:
                 self.metrics_log.append(record)
-                self._log_epoch(record, improved)
+                self._log_epoch(record, improved, time.perf_counter() - started)
             if epoch % self.save_period == 0 or epoch == self.epochs or improved:
                 if self.is_main:
                     self._save(
@@ -256,25 +261,52 @@ class BaseTrainer(ABC):
             self.not_improved += 1
         return better
 
-    def _log_epoch(self, record: dict[str, Any], improved: bool) -> None:
-        parts = [f"epoch {record['epoch']}/{self.epochs}"]
-        parts += [
-            f"{k} {v:.4g}" if k == "lr" else f"{k} {v}" if isinstance(v, int) else f"{k} {v:.4f}"
-            for k, v in record.items()
-            if k != "epoch"
-        ]
-        if self.monitor_metric is not None and self.monitor_metric in record:
-            parts.append(
-                f"(best {self.monitor_metric} {self.monitor_best:.4f}"
-                f"{', improved' if improved else ''})"
+    def _log_epoch(self, record: dict[str, Any], improved: bool, seconds: float) -> None:
+        """Log the epoch line (:meth:`_epoch_line`) of an epoch that took ``seconds``; every
+        value of ``record`` goes to TensorBoard. Unreadable samples skipped in the epoch (see
+        :meth:`_finish_pass`) are counted in a warning line after it."""
+        self._epoch_seconds.append(seconds)
+        self.logger.info("%s", self._epoch_line(record, improved))
+        counts = {kind: record.get(f"{kind}_bad_files") for kind in ("train", "val")}
+        if any(counts.values()):
+            counted = ", ".join(f"{kind} {n}" for kind, n in counts.items() if n)
+            self.logger.warning(
+                "epoch %d: skipped unreadable samples: %s", record["epoch"], counted
             )
-        self.logger.info("  ".join(parts))
         if self.writer is not None:
             for key, value in record.items():
                 if key != "epoch":
                     group = "epoch" if key in TRAIN_KEYS else "val"
                     self.writer.add_scalar(f"{group}/{key}", value, self._tb_step(record["epoch"]))
             self.writer.flush()  # a killed run keeps the events of its finished epochs
+
+    def _epoch_line(self, record: dict[str, Any], improved: bool) -> str:
+        """One short line: the epoch, training loss and lr, the monitored metric with the best
+        value so far, the other ``trainer.print_metrics`` validation reported, the epoch's time
+        and the ETA of the run (the mean epoch time so far times the epochs left). The whole
+        record is in ``metrics.jsonl`` and TensorBoard."""
+        epoch = record["epoch"]
+        parts = [
+            f"epoch {epoch}/{self.epochs}",
+            f"loss {record['train_loss']:.4f}",
+            f"lr {record['lr']:.3g}",
+        ]
+        for name in dict.fromkeys([self.monitor_metric, *self.print_metrics]):
+            if name in record:
+                best = self._best_note(improved) if name == self.monitor_metric else ""
+                parts.append(f"{name} {record[name]:.4f}{best}")
+        parts.append(f"time {format_duration(self._epoch_seconds[-1])}")
+        if epoch < self.epochs:
+            mean = sum(self._epoch_seconds) / len(self._epoch_seconds)
+            parts.append(f"ETA {format_duration(mean * (self.epochs - epoch))}")
+        return "  ".join(parts)
+
+    def _best_note(self, improved: bool) -> str:
+        """`` (new best)``, or `` (best 0.9290, epoch 3)``: the monitor's best value so far."""
+        if improved:
+            return " (new best)"
+        where = "" if self.best_epoch is None else f", epoch {self.best_epoch}"
+        return f" (best {self.monitor_best:.4f}{where})"
 
     def _checkpoint(self, epoch: int) -> dict[str, Any]:
         scaler = self.train_step.scaler
@@ -295,13 +327,15 @@ class BaseTrainer(ABC):
         }
 
     def _save(self, epoch: int, periodic: bool, best: bool) -> None:
-        """Save ``best_model.pth`` first, then ``checkpoint-epochN.pth``, so that no checkpoint
-        records a best epoch that ``best_model.pth`` lacks, and remove the periodic checkpoints
-        beyond ``keep_last``; a termination signal waits for the end of the sequence."""
+        """Save ``best_model.pth`` (a model checkpoint: weights, config, epoch and score, see
+        :func:`~utils.io.checkpoint.model_checkpoint`) first, then ``checkpoint-epochN.pth`` (the
+        whole training state), so that no checkpoint records a best epoch that
+        ``best_model.pth`` lacks, and remove the periodic checkpoints beyond ``keep_last``; a
+        termination signal waits for the end of the sequence."""
         state = self._checkpoint(epoch)
         with signals_deferred():
             if best:
-                save_checkpoint(state, self.run_dir / "best_model.pth")
+                save_checkpoint(model_checkpoint(state), self.run_dir / "best_model.pth")
                 self.logger.info(
                     "saved best_model.pth (%s %.4f)", self.monitor_metric, self.monitor_best
                 )
@@ -381,8 +415,8 @@ class BaseTrainer(ABC):
     def _check_best_model(self, resumed: Path) -> None:
         """Make ``best_model.pth`` hold the best epoch that the resumed checkpoint records
         (``best_epoch``): after a crash, or a resume from an earlier checkpoint, it may hold
-        another epoch. It is restored from that epoch's periodic checkpoint, with a log line; a
-        warning says so when no checkpoint holds that epoch."""
+        another epoch. It is restored (as a model checkpoint) from that epoch's periodic
+        checkpoint, with a log line; a warning says so when no checkpoint holds that epoch."""
         if self.best_epoch is None:
             return
         best = self.run_dir / "best_model.pth"
@@ -414,7 +448,7 @@ class BaseTrainer(ABC):
                 held,
                 kept.name,
             )
-        copy_checkpoint(source, best)
+        save_checkpoint(model_checkpoint(load_checkpoint(source)), best)
         self.logger.warning("%s but %s: restored best_model.pth from %s", found, recorded, source)
 
     def _report_config_changes(self, stored: dict[str, Any]) -> None:

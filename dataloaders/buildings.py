@@ -162,12 +162,16 @@ class BuildingDataset(SeededDataSet):
         ``index % tiles``, randomly flipped and turned by a multiple of 90 degrees."""
         if not self.augment:
             return self._window(*self.windows[index])
-        tile = index % len(self.files)
+        tile = self._file_index(index)
         image, mask = self._window(tile, *self._random_window(tile, rng))
         if rng.random() < 0.5:
             image, mask = image[:, ::-1], mask[:, ::-1]
         turns = int(rng.integers(4))
         return np.rot90(image, turns), np.rot90(mask, turns)
+
+    def _file_index(self, index: int) -> int:
+        """The tile of sample ``index``: of its grid window, or ``index % tiles`` (training)."""
+        return index % len(self.files) if self.augment else self.windows[index][0]
 
     def _repr_fields(self) -> list[str]:
         return [

@@ -5,7 +5,8 @@ from __future__ import annotations
 import copy
 import inspect
 import json
-from collections.abc import Iterable, Mapping
+import re
+from collections.abc import Collection, Iterable, Mapping
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -44,6 +45,7 @@ DEFAULTS: dict[str, Any] = {
         "max_bad_files": 0.01,
         "resume": "never",
         "save_every_iters": 0,
+        "print_metrics": ["MAE", "maxF", "Sm", "IoU"],
     },
 }
 CHOICES = {  # plain keys with a fixed set of values
@@ -113,23 +115,48 @@ def parse_override(text: str) -> tuple[list[str], Any]:
 
 
 def apply_overrides(
-    config: dict[str, Any], overrides: list[str], registries: Registries
+    config: dict[str, Any],
+    overrides: list[str],
+    registries: Registries,
+    metrics: Collection[str] | None = None,
 ) -> dict[str, Any]:
-    """Apply dotted ``--opt`` overrides, validating after each so errors name the override."""
+    """Apply every dotted ``--opt`` override to a copy of ``config``, then validate it once (see
+    :func:`validate_config`, which ``registries`` and ``metrics`` are for), so that overrides
+    may depend on each other (``train_loader.type=VOCBinary 'train_loader.args={...}'``).
+    Returns the complete, validated config. Raises :class:`ConfigError`; an error about a key
+    that an override sets (or a key above or below it) names that override."""
     config = copy.deepcopy(config)
-    for text in overrides:
-        path, value = parse_override(text)
+    parsed = [(text, *parse_override(text)) for text in overrides]
+    for _, path, value in parsed:
         node = config
         for part in path[:-1]:
             if not isinstance(node.get(part), dict):
                 node[part] = {}
             node = node[part]
         node[path[-1]] = value
-        try:
-            validate_config(config, registries)
-        except ConfigError as err:
-            raise ConfigError(f"--opt {text}: {err}") from None
-    return config
+    try:
+        return validate_config(config, registries, metrics)
+    except ConfigError as err:
+        named = _keys_named(str(err))
+        blamed = [text for text, path, _ in parsed if _related(".".join(path), named)]
+        if not blamed:
+            raise
+        raise ConfigError(f"--opt {' '.join(blamed)}: {err}") from None
+
+
+_KEY_IN_MESSAGE = re.compile(r"'(\w+)'|(\w+(?:\.\w+)+)")
+"""A config key in an error message: a quoted name (``'seed'``) or a dotted path."""
+
+
+def _keys_named(message: str) -> set[str]:
+    return {quoted or dotted for quoted, dotted in _KEY_IN_MESSAGE.findall(message)}
+
+
+def _related(key: str, named: set[str]) -> bool:
+    """Whether ``key`` is one of ``named``, a key above or below one of them, or the ``type``
+    of a built section that one of them is in (the type decides which ``args`` are valid)."""
+    above = key.removesuffix("type") if key.endswith(".type") else f"{key}."
+    return any(key == n or key.startswith(f"{n}.") or n.startswith(above) for n in named)
 
 
 def classes_in(module: ModuleType, exclude: Iterable[type] = ()) -> dict[str, type]:
@@ -144,28 +171,66 @@ def classes_in(module: ModuleType, exclude: Iterable[type] = ()) -> dict[str, ty
     }
 
 
-def accepted_args(cls: type) -> set[str]:
-    """Keyword arguments ``cls`` accepts; ``**kwargs`` lead to the parent class, or to the
-    ``dataset_class`` of a data loader."""
-    names: set[str] = set()
+def accepted_params(cls: type) -> dict[str, inspect.Parameter]:
+    """The keyword parameters ``cls`` accepts, by name (the most derived definition of each);
+    ``**kwargs`` lead to the parent class, or to the ``dataset_class`` of a data loader."""
+    params: dict[str, inspect.Parameter] = {}
     for klass in cls.__mro__:
         if klass is object:
             break
         if "__init__" not in vars(klass):
             continue
-        params = inspect.signature(klass.__init__).parameters.values()
-        names |= {p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
-        if not any(p.kind is p.VAR_KEYWORD for p in params):
+        found = inspect.signature(klass.__init__).parameters.values()
+        for p in found:
+            if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name != "self":
+                params.setdefault(p.name, p)
+        if not any(p.kind is p.VAR_KEYWORD for p in found):
             break
         if hasattr(cls, "dataset_class"):
-            names |= accepted_args(cls.dataset_class)
+            for name, p in accepted_params(cls.dataset_class).items():
+                params.setdefault(name, p)
             break
-    names.discard("self")
-    return names
+    return params
+
+
+def accepted_args(cls: type) -> set[str]:
+    """Names of the keyword arguments ``cls`` accepts (see :func:`accepted_params`)."""
+    return set(accepted_params(cls))
+
+
+KIND_NAMES = {
+    bool: "true or false",
+    int: "an integer",
+    float: "a number",
+    str: "a string",
+    list: "a list",
+}
+"""The kinds of value whose type the validation checks, as its messages name them."""
+_NOT_JSON = {"Tensor", "torch.Tensor"}  # alternatives of an annotation that JSON cannot give
+
+
+def expected_kind(param: inspect.Parameter) -> tuple[type, bool] | None:
+    """The kind of value (a key of :data:`KIND_NAMES`; ``float``: any number) ``param`` takes
+    and whether it also takes null, read from its annotation (``int``, ``float | None``,
+    ``float | Tensor``...), else from the type of its default (an int default: any number);
+    None where neither says one kind (e.g. ``Sequence[float]``): the value is not checked."""
+    if param.annotation is not param.empty:
+        annotation = param.annotation
+        text = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", "")
+        parts = {part.strip() for part in (text or str(annotation)).split("|")} - _NOT_JSON
+    elif type(param.default) in KIND_NAMES:
+        parts = {"float" if type(param.default) is int else type(param.default).__name__}
+    else:
+        return None
+    nullable = "None" in parts or param.default is None
+    parts.discard("None")
+    if parts == {"int", "float"}:
+        parts = {"float"}
+    kinds = [kind for kind in KIND_NAMES if parts == {kind.__name__}]
+    return (kinds[0], nullable) if kinds else None
 
 
 def _check_built(section: str, spec: Any, classes: Registry) -> None:
-    injected = BUILT_SECTIONS[section]
     if not isinstance(spec, dict) or "type" not in spec:
         raise ConfigError(f'\'{section}\' must be an object {{"type": NAME, "args": {{...}}}}')
     extra = sorted(set(spec) - {"type", "args"})
@@ -179,13 +244,23 @@ def _check_built(section: str, spec: Any, classes: Registry) -> None:
     args = spec.get("args", {})
     if not isinstance(args, dict):
         raise ConfigError(f"'{section}.args' must be an object, got {type(args).__name__}")
-    allowed = accepted_args(classes[spec["type"]]) - set(injected)
-    for key in args:
+    _check_args(section, spec["type"], args, classes[spec["type"]])
+
+
+def _check_args(section: str, name: str, args: dict[str, Any], cls: type) -> None:
+    """Every key of ``args`` (of the class ``cls`` named ``name``) is an argument it accepts
+    (the injected ones excepted), of the kind its annotation says (:func:`expected_kind`)."""
+    params = accepted_params(cls)
+    allowed = set(params) - set(BUILT_SECTIONS[section])
+    for key, value in args.items():
         if key not in allowed:
             raise ConfigError(
-                f"unknown config key '{section}.args.{key}' for {spec['type']}; "
+                f"unknown config key '{section}.args.{key}' for {name}; "
                 f"accepted: {', '.join(sorted(allowed))}"
             )
+        kind = expected_kind(params[key])
+        if kind is not None:
+            _check_kind(f"{section}.args.{key}", value, *kind)
 
 
 def _check_plain(prefix: str, value: dict[str, Any], defaults: dict[str, Any]) -> None:
@@ -200,21 +275,26 @@ def _check_plain(prefix: str, value: dict[str, Any], defaults: dict[str, Any]) -
             if not isinstance(item, dict):
                 raise ConfigError(f"'{where}' must be an object")
             _check_plain(f"{where}.", item, expected)
-        elif not _same_kind(item, expected):
-            raise ConfigError(
-                f"'{where}' must be {KIND_NAMES[type(expected)]}, got {json.dumps(item)}"
-            )
+        else:
+            _check_kind(where, item, type(expected))
 
 
-KIND_NAMES = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
-
-
-def _same_kind(value: Any, default: Any) -> bool:
-    if isinstance(default, bool) or isinstance(value, bool):
-        return isinstance(value, bool) and isinstance(default, bool)
-    if isinstance(default, float):
-        return isinstance(value, (int, float))
-    return isinstance(value, type(default))
+def _check_kind(where: str, value: Any, kind: type, nullable: bool = False) -> None:
+    """Raise :class:`ConfigError` naming the key ``where`` and the expected kind unless
+    ``value`` is of ``kind`` (a key of :data:`KIND_NAMES`; ``float``: any number, a bool is
+    no number), or null where ``nullable``."""
+    if nullable and value is None:
+        return
+    if kind is bool or isinstance(value, bool):
+        ok = kind is bool and isinstance(value, bool)
+    else:
+        ok = isinstance(value, (int, float) if kind is float else kind)
+    if not ok:
+        expected = KIND_NAMES[kind] + (" or null" if nullable else "")
+        raise ConfigError(
+            f"'{where}' must be {expected}, got {json.dumps(value, default=repr)} "
+            f"({type(value).__name__})"
+        )
 
 
 def _check_trainer(trainer: dict[str, Any]) -> None:
@@ -243,6 +323,22 @@ def _check_trainer(trainer: dict[str, Any]) -> None:
         )
 
 
+def check_print_metrics(trainer: dict[str, Any], metrics: Collection[str] | None) -> None:
+    """``trainer.print_metrics`` is a list of metric names, each one of ``metrics`` (the names
+    validation can report; None: only the list is checked). Raises :class:`ConfigError`."""
+    for name in trainer["print_metrics"]:
+        if not isinstance(name, str):
+            raise ConfigError(
+                f"'trainer.print_metrics' must be a list of metric names, got {json.dumps(name)} "
+                f"({type(name).__name__}) in it"
+            )
+        if metrics is not None and name not in metrics:
+            raise ConfigError(
+                f"'trainer.print_metrics': unknown metric {name!r}; validation reports "
+                f"{', '.join(metrics)}"
+            )
+
+
 def _check_distributed(distributed: dict[str, Any]) -> None:
     if distributed["timeout_min"] <= 0:
         raise ConfigError(
@@ -251,11 +347,35 @@ def _check_distributed(distributed: dict[str, Any]) -> None:
         )
 
 
-def validate_config(config: dict[str, Any], registries: Registries) -> dict[str, Any]:
+def _check_validation(full: dict[str, Any], metrics: Collection[str] | None) -> None:
+    """The validation data come from ``val_loader`` or ``train_loader.args.val_split``, not both;
+    the metric of ``trainer.monitor`` is one of ``metrics`` (when given)."""
+    val_split = full["train_loader"].get("args", {}).get("val_split")
+    if val_split and full["val_loader"] is not None:
+        raise ConfigError(
+            f"'train_loader.args.val_split' ({val_split}) and 'val_loader' are both set: "
+            "validation uses val_loader, so the held-out images would only be lost to "
+            "training; remove one of them (e.g. --opt train_loader.args.val_split=0, or "
+            "--opt val_loader=null to validate on the held-out images)"
+        )
+    monitor = full["trainer"]["monitor"].split()
+    if metrics is not None and monitor != ["off"] and monitor[1] not in metrics:
+        raise ConfigError(
+            f"'trainer.monitor': unknown metric {monitor[1]!r}; validation reports "
+            f"{', '.join(metrics)}"
+        )
+
+
+def validate_config(
+    config: dict[str, Any], registries: Registries, metrics: Collection[str] | None = None
+) -> dict[str, Any]:
     """Check every key and fill in defaults; returns the complete config (input unchanged).
 
-    ``registries`` holds the classes each built section may name. Raises :class:`ConfigError`
-    naming the first wrong key."""
+    ``registries`` holds the classes each built section may name; ``metrics`` the metric names
+    ``trainer.monitor`` may name (``utils.metrics.HIGHER_IS_BETTER``; None: not checked here,
+    the trainer checks it). Values of the keys of built sections are checked against the
+    annotations of the classes' arguments (:func:`expected_kind`). Raises
+    :class:`ConfigError` naming the first wrong key."""
     known = set(DEFAULTS) | set(BUILT_SECTIONS)
     for key in config:
         if key not in known:
@@ -285,7 +405,9 @@ def validate_config(config: dict[str, Any], registries: Registries) -> dict[str,
                 f"'{key}' must be one of {', '.join(repr(c) for c in choices)}, got {value!r}"
             )
     _check_trainer(full["trainer"])
+    check_print_metrics(full["trainer"], metrics)
     _check_distributed(full["distributed"])
+    _check_validation(full, metrics)
     return full
 
 

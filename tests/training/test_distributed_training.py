@@ -84,6 +84,7 @@ def test_ddp_two_processes_write_one_run_and_validate_each_image_once(tmp_path):
     ]
     assert len(list(run.glob("events.out.tfevents.*"))) == 1
     assert done.stdout.count("epoch 2/2") == 1  # only rank 0 prints
+    assert done.stdout.count("train 2/2  iter 1/1") == 1  # its progress line too (not a tty)
     assert "DDP, 2 processes" in done.stdout
     last = records(run)[-1]
     assert [r["epoch"] for r in records(run)] == [1, 2]

@@ -34,9 +34,9 @@ def test_training_writes_every_artefact(tmp_path):
         state = torch.load(run / name, map_location="cpu", weights_only=True)
         assert not any(k.startswith("module.") for k in state["state_dict"])
         assert state["arch"] == "U2Net" and state["config"]["name"] == "tiny"
-        assert {"epoch", "optimizer", "lr_scheduler", "monitor_best", "rng", "version"} <= set(
-            state
-        )
+        assert {"epoch", "monitor_best", "best_epoch", "version"} <= set(state)
+        resumable = {"optimizer", "lr_scheduler", "rng"} <= set(state)
+        assert resumable == (name != "best_model.pth")  # best_model.pth: weights, config, score
 
 
 def test_resume_is_exact(tmp_path, monkeypatch):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import pickle
 import re
-import shutil
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -14,6 +13,7 @@ import torch
 
 from utils.io.atomic import atomic_write
 from utils.io.file_kinds import not_torch_reason
+from utils.io.run_dir import newest_checkpoint
 
 CHECKPOINT_VERSION = 1
 SHOWN_KEYS = 5
@@ -27,13 +27,6 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
     """
     with atomic_write(path) as f:
         torch.save(state, f)
-
-
-def copy_checkpoint(source: str | Path, target: str | Path) -> None:
-    """Copy the file ``source`` to ``target`` atomically (as :func:`save_checkpoint` writes)."""
-    source = Path(source)
-    with open(source, "rb") as src, atomic_write(target, size=source.stat().st_size) as f:
-        shutil.copyfileobj(src, f)
 
 
 def load_weights_only(path: str | Path, what: str = "weights file") -> Any:
@@ -93,22 +86,53 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
 TRAINING_KEYS = ("arch", "epoch", "state_dict", "optimizer", "monitor_best", "config", "rng")
 """The keys a training checkpoint needs to be resumed from (``train.py -r``)."""
 
+MODEL_KEYS = (
+    "arch", "epoch", "state_dict", "monitor_best", "best_epoch", "config", "execution", "version"
+)  # fmt: skip
+"""The keys of a model checkpoint (``best_model.pth``): what inference, export and fine-tuning
+(``arch.args.pretrained``) read (the weights, and the config with the architecture and the
+input normalisation), and the epoch and score; not the state that only a resume needs."""
+
+
+def model_checkpoint(state: Mapping[str, Any]) -> dict[str, Any]:
+    """The :data:`MODEL_KEYS` of a training checkpoint ``state`` (those it has): a file about a
+    third of the size, without the optimizer, scheduler, scaler and random states."""
+    return {key: state[key] for key in MODEL_KEYS if key in state}
+
 
 def load_training_checkpoint(path: str | Path) -> dict[str, Any]:
     """A checkpoint that a run can resume from, loaded with :func:`load_checkpoint`.
 
     Raises ``ValueError`` with one line naming ``path`` and what it holds instead (a bare state
-    dict, weights without the training state, another program's dict, a list, ...), as well as
-    the errors of :func:`load_weights_only` (a text, empty or damaged file).
+    dict, another program's dict, a list, ...; for a model checkpoint such as ``best_model.pth``,
+    the newest checkpoint of its folder to resume from), as well as the errors of
+    :func:`load_weights_only` (a text, empty or damaged file).
     """
     state = load_weights_only(path, "checkpoint")
     if isinstance(state, dict) and all(k in state for k in TRAINING_KEYS):
         return state
+    if isinstance(state, dict) and all(k in state for k in ("arch", "state_dict", "config")):
+        raise ValueError(_not_resumable(Path(path), state))
     raise ValueError(
         f"{path} {_what_it_holds(state)}, not a U2Seg training checkpoint (the "
-        "checkpoint-epochN.pth or best_model.pth of a run): to start from these weights use "
+        "checkpoint-epochN.pth or checkpoint-last.pth of a run): to start from these weights use "
         "arch.args.pretrained"
     )
+
+
+def _not_resumable(path: Path, state: dict[str, Any]) -> str:
+    """The one-line message for ``-r`` of a model checkpoint (``best_model.pth``): which file of
+    its run folder to resume from instead."""
+    what = (
+        f"{path} is a model checkpoint (the weights and config of epoch {state.get('epoch')}, "
+        "without the optimizer, scheduler and random states), which a run cannot resume from"
+    )
+    newest = newest_checkpoint([path.parent])
+    if newest is None:
+        where = f"its folder {path.parent} holds no checkpoint-epochN.pth to resume from"
+    else:
+        where = f"resume from {newest}, the newest checkpoint of its run folder"
+    return f"{what}: {where}; to start a new run from these weights use arch.args.pretrained"
 
 
 def _what_it_holds(state: Any) -> str:

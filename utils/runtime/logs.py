@@ -30,6 +30,22 @@ def setup_logging(run_dir: Path, main_process: bool = True) -> None:
         logger.addHandler(handler)
 
 
+def interactive_console() -> bool:
+    """Whether both stdout and stderr are terminals: then progress is a tqdm bar, else (nohup,
+    SLURM, a pipe, a file) periodic log lines."""
+    return all(getattr(stream, "isatty", lambda: False)() for stream in (sys.stdout, sys.stderr))
+
+
+def format_duration(seconds: float) -> str:
+    """A duration for a log line: ``41s``, ``4m06s``, ``2h05m`` (negative counts as 0)."""
+    whole = max(0, round(seconds))
+    if whole < 60:
+        return f"{whole}s"
+    if whole < 3600:
+        return f"{whole // 60}m{whole % 60:02d}s"
+    return f"{whole // 3600}h{whole % 3600 // 60:02d}m"
+
+
 def log_to_file(level: int, message: str, exc_info: BaseException | None = None) -> None:
     """Write ``message`` to ``train.log`` only (not the console): for the error that ends a run,
     which the script prints on stderr itself. Does nothing before :func:`setup_logging`, or in a
