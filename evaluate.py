@@ -22,9 +22,9 @@ import sys
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
-from utils.runtime.threads import WAIT_POLICY, apply_threads, usable_cores
+from utils.runtime.threads import apply_threads, usable_cores, wait_policy
 
-os.environ.setdefault(*WAIT_POLICY)  # before torch is imported: OpenMP reads it when it loads
+os.environ.update(wait_policy())  # before torch is imported: OpenMP reads it when it loads
 
 import torch
 
@@ -39,7 +39,7 @@ from utils.metrics.folders import (
     print_report,
 )
 from utils.metrics.reports import OVERALL, markdown_table, table_rows, write_outputs
-from utils.runtime.cpu_memory import keep_freed_memory
+from utils.runtime.cpu_memory import exit_without_final_collection, keep_freed_memory
 from utils.runtime.device import resolve_device
 
 
@@ -218,4 +218,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_without_final_collection(main())

@@ -17,9 +17,9 @@ import sys
 import time
 from pathlib import Path
 
-from utils.runtime.threads import WAIT_POLICY, apply_threads
+from utils.runtime.threads import apply_threads, wait_policy
 
-os.environ.setdefault(*WAIT_POLICY)  # before torch is imported: OpenMP reads it when it loads
+os.environ.update(wait_policy())  # before torch is imported: OpenMP reads it when it loads
 
 import torch
 
@@ -36,7 +36,7 @@ from utils.metrics.folders import (
     print_report,
 )
 from utils.preprocessing import NORMALISATIONS
-from utils.runtime.cpu_memory import keep_freed_memory
+from utils.runtime.cpu_memory import exit_without_final_collection, keep_freed_memory
 from utils.runtime.precision import AMP_DTYPES
 
 
@@ -256,4 +256,4 @@ def describe(options: PredictOptions) -> str:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_without_final_collection(main())

@@ -29,9 +29,9 @@ import time
 import warnings
 from pathlib import Path
 
-from utils.runtime.threads import WAIT_POLICY
+from utils.runtime.threads import wait_policy
 
-os.environ.setdefault(*WAIT_POLICY)  # before torch is imported (see utils/runtime/threads.py)
+os.environ.update(wait_policy())  # before torch is imported: OpenMP reads it when it loads
 
 import cv2
 import numpy as np
@@ -45,6 +45,7 @@ from bench.common import (
     set_up,
     synthetic_image,
 )
+from bench.load import busy as busy_machine
 from utils.metrics import DEFAULT_METRICS, SODMetrics
 
 BATCH = 16
@@ -189,20 +190,14 @@ def whole_process_row(count: int, size: int, repeats: int, busy: bool) -> None:
     """Time ``evaluate.py`` and :data:`PLAIN_LOOP` as whole processes on ``count`` PNG pairs
     (alternately, ``repeats`` times each, with a spinning process beside them if ``busy``) and
     print the medians and the ratio."""
-    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if busy else None
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            pred_dir, gt_dir = write_pairs(Path(tmp), count, size)
-            ours_cmd = [sys.executable, "evaluate.py", "--pred", str(pred_dir), "--gt", str(gt_dir)]
-            plain_cmd = [sys.executable, "-c", PLAIN_LOOP, str(pred_dir), str(gt_dir)]
-            times: dict[str, list[float]] = {"evaluate.py": [], "plain loop": []}
-            for _ in range(repeats):
-                times["evaluate.py"].append(timed_process(ours_cmd))
-                times["plain loop"].append(timed_process(plain_cmd))
-    finally:
-        if spinner is not None:
-            spinner.kill()
-            spinner.wait()
+    with busy_machine(1 if busy else 0), tempfile.TemporaryDirectory() as tmp:
+        pred_dir, gt_dir = write_pairs(Path(tmp), count, size)
+        ours_cmd = [sys.executable, "evaluate.py", "--pred", str(pred_dir), "--gt", str(gt_dir)]
+        plain_cmd = [sys.executable, "-c", PLAIN_LOOP, str(pred_dir), str(gt_dir)]
+        times: dict[str, list[float]] = {"evaluate.py": [], "plain loop": []}
+        for _ in range(repeats):
+            times["evaluate.py"].append(timed_process(ours_cmd))
+            times["plain loop"].append(timed_process(plain_cmd))
     ours, plain = (statistics.median(values) for values in times.values())
     load = "busy (one spinning process beside)" if busy else "as found"
     print(

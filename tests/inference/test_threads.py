@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from collections.abc import Iterator
 
 import cv2
@@ -12,12 +14,18 @@ import torch
 
 import inference
 from models.u2net import ConvBNReLU
-from tests.helpers import lite_with_batchnorm_statistics, random_image
+from tests.helpers import ROOT, lite_with_batchnorm_statistics, random_image
 from tests.inference.test_api import GOLDEN, digests, golden_checkpoint, golden_images
 from utils.inference.files import InlineExecutor, predict_files
 from utils.inference.fusion import FusedConv
 from utils.inference.predictor import PredictOptions, Predictor
-from utils.runtime.threads import ThreadLayout, apply_threads, thread_layout, usable_cores
+from utils.runtime.threads import (
+    ThreadLayout,
+    apply_threads,
+    thread_layout,
+    usable_cores,
+    wait_policy,
+)
 
 
 @pytest.fixture
@@ -114,3 +122,22 @@ def test_cli_fuses_by_default_on_the_cpu_within_one_level(tmp_path, capsys, rest
     for key, plain in maps["plain"].items():
         diff = np.abs(maps["fused"][key].astype(int) - plain.astype(int))
         assert diff.max() <= 1, key
+
+
+def test_the_wait_policy_is_a_short_spin_unless_the_user_chose(monkeypatch):
+    for name in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT"):
+        monkeypatch.delenv(name, raising=False)
+    assert wait_policy() == {"GOMP_SPINCOUNT": "1000"}
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+    assert wait_policy() == {}
+    monkeypatch.delenv("OMP_WAIT_POLICY")
+    monkeypatch.setenv("GOMP_SPINCOUNT", "0")
+    assert wait_policy() == {}
+    # the CLIs apply it before torch is imported
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
+    for cli in ("inference", "evaluate"):
+        code = f"import sys, {cli}, os; print(os.environ.get('GOMP_SPINCOUNT'))"
+        done = subprocess.run(
+            [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True
+        )
+        assert done.stdout.strip() == "1000", done.stderr

