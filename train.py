@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
 from typing import Any
+
+from utils.runtime.threads import wait_policy
+
+os.environ.update(wait_policy())  # before torch is imported: OpenMP reads it when it loads
 
 from base.base_dataloader import warn_shared_images
 from base.base_trainer import NonFiniteLossError

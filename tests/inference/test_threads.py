@@ -135,7 +135,7 @@ def test_the_wait_policy_is_a_short_spin_unless_the_user_chose(monkeypatch):
     assert wait_policy() == {}
     # the CLIs apply it before torch is imported
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
-    for cli in ("inference", "evaluate"):
+    for cli in ("inference", "evaluate", "train"):
         code = f"import sys, {cli}, os; print(os.environ.get('GOMP_SPINCOUNT'))"
         done = subprocess.run(
             [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True
