@@ -27,10 +27,13 @@ from utils.runtime.precision import default_amp
 __all__ = ["LoadedModel", "Predictor", "load_model"]
 
 
-def input_size(config: dict[str, Any] | None) -> int:
-    """The validation ``base_size`` of a training config (else the train loader's), or
-    :data:`DEFAULT_INPUT_SIZE`. (An ONNX export records the size in its metadata instead:
-    :attr:`models.PretrainedWeights.input_size`.)"""
+def input_size(config: dict[str, Any] | None, recorded: int | None = None) -> int:
+    """The size a model predicts at by default: ``recorded`` when given (the size an ONNX export
+    of ours records in its metadata: :attr:`models.PretrainedWeights.input_size`), else the
+    validation ``base_size`` of a training config (else the train loader's), else
+    :data:`DEFAULT_INPUT_SIZE`."""
+    if recorded:
+        return recorded
     for section in ("val_loader", "train_loader"):
         loader = (config or {}).get(section) or {}
         size = loader.get("args", {}).get("base_size")
@@ -65,7 +68,7 @@ def load_model(
         description = f"U2Net {loaded.variant!r} ({loaded.source} weights)"
         normalisation = loaded.normalisation or NORMALISATIONS[0]
         model = U2Net.from_weights(loaded)
-        size = loaded.input_size or input_size(loaded.config)
+        size = input_size(loaded.config, loaded.input_size)
         return LoadedModel(model, size, description, normalisation)
     config = cfg.load_config(config_path)
     if not isinstance(config.get("arch"), dict):

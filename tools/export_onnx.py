@@ -216,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     weights = read_pretrained(args.model)
     if args.size is None:  # tracing needs MIN_SIZE; a smaller trained size still runs
-        args.size = max(MIN_SIZE, weights.input_size or input_size(weights.config))
+        args.size = max(MIN_SIZE, input_size(weights.config, weights.input_size))
     model = U2Net.from_weights(weights)
     channels = weights.in_channels
     print(f"loaded {args.model}: U2Net {model.variant!r}, {model.num_parameters():,} parameters")

@@ -29,13 +29,22 @@ def make_pairs() -> tuple[list[np.ndarray], list[np.ndarray]]:
     return preds, gts
 
 
-def score_share(rank: int, world: int, init_file: str, out_file: str) -> None:
+def score_share(
+    rank: int,
+    world: int,
+    init_file: str,
+    out_file: str,
+    pairs: list[tuple[np.ndarray, np.ndarray]],
+    names: list[str] | None = None,
+) -> None:
+    """Process ``rank`` of ``world``: score every world-th pair of ``pairs`` on the metrics
+    ``names`` (None: the defaults), sum the state over the processes; rank 0 saves the metrics
+    and the image count to ``out_file``."""
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     try:
-        preds, gts = make_pairs()
-        metrics = SODMetrics()
-        for i in range(rank, NUM_IMAGES, world):  # ranks score 4 and 3 images
-            metrics.update(preds[i], gts[i])
+        metrics = SODMetrics(metrics=names)
+        for pred, gt in pairs[rank::world]:  # of 7 pairs, ranks score 4 and 3
+            metrics.update(pred, gt)
         metrics.all_reduce()
         if rank == 0:
             torch.save({"metrics": metrics.compute(), "count": metrics.num_images}, out_file)
@@ -46,7 +55,9 @@ def score_share(rank: int, world: int, init_file: str, out_file: str) -> None:
 @pytest.mark.skipif(not dist.is_available(), reason="torch.distributed is not available")
 def test_reduced_metrics_equal_single_process(tmp_path):
     out_file = tmp_path / "rank0.pt"
-    mp.spawn(score_share, args=(2, str(tmp_path / "init"), str(out_file)), nprocs=2, join=True)
+    pairs = list(zip(*make_pairs(), strict=True))
+    args = (2, str(tmp_path / "init"), str(out_file), pairs)
+    mp.spawn(score_share, args=args, nprocs=2, join=True)
     reduced = torch.load(out_file, weights_only=True)
     single = SODMetrics()
     single.update(*make_pairs())

@@ -8,6 +8,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from tests.metrics.cases import multi_object_pairs
+from tests.metrics.test_distributed_reduction import score_share
 from utils.metrics import ALL_METRIC_NAMES, DEFAULT_METRICS, SODMetrics
 
 pytest.importorskip("skimage", reason="HCE needs scikit-image")
@@ -22,27 +23,14 @@ def make_pairs() -> list[tuple[np.ndarray, np.ndarray]]:
     return pairs
 
 
-def score_share(rank: int, world: int, init_file: str, out_file: str) -> None:
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
-    try:
-        pairs = make_pairs()
-        metrics = SODMetrics(metrics=NAMES)
-        for i in range(rank, NUM_IMAGES, world):  # ranks score 4 and 3 images
-            metrics.update(*pairs[i])
-        metrics.all_reduce()
-        if rank == 0:
-            torch.save({"metrics": metrics.compute(), "count": metrics.num_images}, out_file)
-    finally:
-        dist.destroy_process_group()
-
-
 @pytest.mark.skipif(not dist.is_available(), reason="torch.distributed is not available")
 def test_reduced_new_metrics_equal_single_process(tmp_path):
     out_file = tmp_path / "rank0.pt"
-    mp.spawn(score_share, args=(2, str(tmp_path / "init"), str(out_file)), nprocs=2, join=True)
+    pairs = make_pairs()
+    args = (2, str(tmp_path / "init"), str(out_file), pairs, NAMES)
+    mp.spawn(score_share, args=args, nprocs=2, join=True)
     reduced = torch.load(out_file, weights_only=True)
     single = SODMetrics(metrics=NAMES)
-    pairs = make_pairs()
     single.update([p for p, _ in pairs], [g for _, g in pairs])
     expected = single.compute()
     assert reduced["count"] == NUM_IMAGES
