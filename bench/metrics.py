@@ -2,14 +2,15 @@
 alone and as whole processes.
 
 ``python -m bench.metrics [--images N] [--size 320] [--device cpu] [--threads N] [--files N]
-[--busy]`` scores N synthetic uint8 prediction / mask pairs with both, prints ms/image and the
-ratio, and the max abs difference of every metric both compute (a sanity line; expect ~1e-12 or
-less). Then the whole-process row: ``--files`` pairs (default 300; 0: skipped) are written as
-PNG files to a temporary folder, and ``python evaluate.py --pred P --gt G`` and a plain
-PySODMetrics loop script (``cv2.imread`` pairs; MAE, Fmeasure, WeightedFmeasure, Smeasure,
-Emeasure; :data:`PLAIN_LOOP`) are timed as subprocesses, alternately, ``--repeats`` times each
-(default 2), in this one run; the medians and their ratio are printed. ``--busy`` runs a
-``while True: pass`` process beside them meanwhile (a machine busy with other work). The masks are
+[--busy N ...]`` scores N synthetic uint8 prediction / mask pairs with both, prints ms/image and
+the ratio, and the max abs difference of every metric both compute (a sanity line; expect
+~1e-12 or less). Then the whole-process rows: ``--files`` pairs (default 300; 0: skipped) are
+written as PNG files to a temporary folder, and ``python evaluate.py --pred P --gt G`` and a
+plain PySODMetrics loop script (``cv2.imread`` pairs; MAE, Fmeasure, WeightedFmeasure,
+Smeasure, Emeasure; :data:`PLAIN_LOOP`) are timed as subprocesses, alternately, ``--repeats``
+times each (default 2), in this one run; the medians and their ratio are printed, once for each
+``--busy`` count of ``while True: pass`` processes running beside them (default ``0 1``: the
+machine as found, then busy with one other process). The masks are
 ``bench.common.synthetic_image`` masks (seeded: 1-3 discs of radius 5-25 % of the side, 0/255);
 each prediction is a noisy soft map around its mask, ``sigmoid(40 d + N(0, 1))`` with ``d`` the
 signed distance to the mask's border in units of the side (positive inside), rounded to uint8.
@@ -186,22 +187,22 @@ def timed_process(command: list[str]) -> float:
     return time.perf_counter() - start
 
 
-def whole_process_row(count: int, size: int, repeats: int, busy: bool) -> None:
-    """Time ``evaluate.py`` and :data:`PLAIN_LOOP` as whole processes on ``count`` PNG pairs
-    (alternately, ``repeats`` times each, with a spinning process beside them if ``busy``) and
-    print the medians and the ratio."""
-    with busy_machine(1 if busy else 0), tempfile.TemporaryDirectory() as tmp:
-        pred_dir, gt_dir = write_pairs(Path(tmp), count, size)
-        ours_cmd = [sys.executable, "evaluate.py", "--pred", str(pred_dir), "--gt", str(gt_dir)]
-        plain_cmd = [sys.executable, "-c", PLAIN_LOOP, str(pred_dir), str(gt_dir)]
-        times: dict[str, list[float]] = {"evaluate.py": [], "plain loop": []}
+def whole_process_row(folders: tuple[Path, Path], what: str, repeats: int, busy: int) -> None:
+    """Time ``evaluate.py`` and :data:`PLAIN_LOOP` as whole processes on the pairs of the
+    ``(pred, gt)`` folders (``what``: their description; alternately, ``repeats`` times each,
+    with ``busy`` spinning processes beside them) and print the medians and the ratio."""
+    pred_dir, gt_dir = folders
+    ours_cmd = [sys.executable, "evaluate.py", "--pred", str(pred_dir), "--gt", str(gt_dir)]
+    plain_cmd = [sys.executable, "-c", PLAIN_LOOP, str(pred_dir), str(gt_dir)]
+    times: dict[str, list[float]] = {"evaluate.py": [], "plain loop": []}
+    with busy_machine(busy):
         for _ in range(repeats):
             times["evaluate.py"].append(timed_process(ours_cmd))
             times["plain loop"].append(timed_process(plain_cmd))
     ours, plain = (statistics.median(values) for values in times.values())
-    load = "busy (one spinning process beside)" if busy else "as found"
+    load = f"busy ({busy} spinning process{'es' * (busy > 1)} beside)" if busy else "as found"
     print(
-        f"whole process, {count} PNG pairs of {size}x{size}, machine {load}: evaluate.py "
+        f"whole process, {what}, machine {load}: evaluate.py "
         f"{ours:.2f} s, plain PySODMetrics loop {plain:.2f} s (medians of {repeats}): "
         f"{plain / ours:.2f}x"
     )
@@ -218,7 +219,12 @@ def main() -> None:
         "--repeats", type=int, default=2, help="runs of each whole process (default 2)"
     )
     parser.add_argument(
-        "--busy", action="store_true", help="a spinning process runs beside the whole processes"
+        "--busy",
+        type=int,
+        nargs="+",
+        default=[0, 1],
+        metavar="N",
+        help="spinning processes beside the whole processes, one row per count (default: 0 1)",
     )
     add_device_options(parser, default="cpu")
     args = parser.parse_args()
@@ -237,7 +243,11 @@ def main() -> None:
         return
     report(ms_ours, reference, args.images, ours)
     if args.files > 0:
-        whole_process_row(args.files, args.size, max(1, args.repeats), args.busy)
+        with tempfile.TemporaryDirectory() as tmp:
+            folders = write_pairs(Path(tmp), args.files, args.size)
+            what = f"{args.files} PNG pairs of {args.size}x{args.size}"
+            for busy in args.busy:
+                whole_process_row(folders, what, max(1, args.repeats), busy)
 
 
 if __name__ == "__main__":

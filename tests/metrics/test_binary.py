@@ -134,9 +134,9 @@ def test_summed_state_equals_single_accumulator():
     parts = [accumulate(preds[:11], gts[:11]), accumulate(preds[11:], gts[11:], batch=4)]
     merged = BinaryAccumulator()
     for target, *sources in zip(
-        merged.state_tensors(), *(part.state_tensors() for part in parts), strict=True
+        merged.state_arrays(), *(part.state_arrays() for part in parts), strict=True
     ):
-        assert target.dtype == torch.float64
+        assert target.dtype == np.float64
         for source in sources:
             target += source
     assert merged.num_images == 30

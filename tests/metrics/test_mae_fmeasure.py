@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import utils.metrics.prepare as prepare_module
+import utils.metrics.levels as levels_module
 from tests.metrics.cases import adaptive_tie_pair, blob, to_u8
 from utils.metrics import (
     ALL_METRIC_NAMES,
@@ -167,7 +167,7 @@ def test_adaptive_threshold_tie_follows_numpy_rounding(monkeypatch: pytest.Monke
     metrics.update(pred, gt)
     assert_matches(metrics, [pred], [gt])
     # Without the exact-numpy fallback the level-histogram mean rounds the other way.
-    monkeypatch.setattr(prepare_module, "TIE_TOLERANCE", -1.0)
+    monkeypatch.setattr(levels_module, "TIE_TOLERANCE", -1.0)
     no_fallback = SODMetrics(metrics=NAMES)
     no_fallback.update(pred, gt)
     assert no_fallback.compute()["adpF"] != metrics.compute()["adpF"]
@@ -258,8 +258,8 @@ def test_split_state_sum_equals_single_accumulator() -> None:
     preds, gts = structured_images(rng, 10, 32, 40)
     single = ours(preds, gts, batch=4)
     first, second = ours(preds[:3], gts[:3]), ours(preds[3:], gts[3:], batch=2)
-    for mine, other in zip(first.state_tensors(), second.state_tensors(), strict=True):
-        assert mine.dtype == torch.float64
+    for mine, other in zip(first.state_arrays(), second.state_arrays(), strict=True):
+        assert mine.dtype == np.float64
         mine += other  # what an all-reduce (sum) does in place
     assert first.num_images == single.num_images == 10
     got, want = first.compute(), single.compute()
@@ -337,8 +337,8 @@ def test_batch_and_list_of_images_agree_exactly() -> None:
     as_batch, as_list = SODMetrics(metrics=NAMES), SODMetrics(metrics=NAMES)
     as_batch.update(np.stack(preds), np.stack(gts))
     as_list.update(preds, gts)  # equal sizes: scored as the same batch
-    for got, want in zip(as_list.state_tensors(), as_batch.state_tensors(), strict=True):
-        assert torch.equal(got, want)
+    for got, want in zip(as_list.state_arrays(), as_batch.state_arrays(), strict=True):
+        assert np.array_equal(got, want)
     as_batch.update(np.zeros((0, 4, 4), np.uint8), np.zeros((0, 4, 4), np.uint8))  # no-op
     assert as_batch.num_images == len(preds)
     with pytest.raises(ValueError, match="got 2 predictions and 1 ground truths"):
@@ -356,12 +356,12 @@ def test_api_and_reset() -> None:
     pred, gt = edge_cases()["corner_object"]
     metrics.update(pred, gt)
     assert metrics.num_images == 1
-    state = metrics.state_tensors()
+    state = metrics.state_arrays()
     assert len(state) == 7
     metrics.reset()
-    assert all(a is b for a, b in zip(state, metrics.state_tensors(), strict=True))
+    assert all(a is b for a, b in zip(state, metrics.state_arrays(), strict=True))
     assert metrics.num_images == 0
-    assert all(float(t.abs().sum()) == 0 for t in metrics.state_tensors())
+    assert all(float(np.abs(t).sum()) == 0 for t in metrics.state_arrays())
     with pytest.raises(RuntimeError):
         metrics.compute()
     with pytest.raises(ValueError, match="batch size"):
@@ -392,7 +392,7 @@ def test_cuda_matches_reference() -> None:
     gts += [g for _, g in cases]
     metrics = SODMetrics(device="cuda", metrics=NAMES)
     metrics.update(torch.from_numpy(np.stack(preds)).cuda(), torch.from_numpy(np.stack(gts)).cuda())
-    assert all(t.is_cuda for t in metrics.state_tensors())
+    assert all(isinstance(t, np.ndarray) for t in metrics.state_arrays())  # on the CPU
     assert_matches(metrics, preds, gts)
     prob = torch.from_numpy(np.stack(preds)).cuda().double() / 255
     float_path = SODMetrics(device="cuda", metrics=NAMES)

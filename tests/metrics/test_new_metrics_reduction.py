@@ -47,7 +47,7 @@ def test_summed_states_of_split_accumulators_equal_one_pass():
     for i, pair in enumerate(pairs):
         (first if i < 2 else second).update(*pair)
         whole.update(*pair)
-    for mine, other in zip(first.state_tensors(), second.state_tensors(), strict=True):
+    for mine, other in zip(first.state_arrays(), second.state_arrays(), strict=True):
         mine += other
     got, want = first.compute(), whole.compute()
     for name in NAMES:

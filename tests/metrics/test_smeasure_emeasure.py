@@ -75,9 +75,9 @@ def per_image(preds, gts, device: str = "cpu"):
     prepared = prepare_batch(
         torch.from_numpy(np.stack(preds)).to(device), torch.from_numpy(np.stack(gts)).to(device)
     )
-    adaptive, curves = EmeasureAccumulator(device).scores(prepared)
-    sm = SmeasureAccumulator(device).scores(prepared)
-    return sm.cpu().numpy(), adaptive.cpu().numpy(), curves["emeasure"].cpu().numpy()
+    adaptive, curves = EmeasureAccumulator().scores(prepared)
+    sm = SmeasureAccumulator().scores(prepared)
+    return sm, adaptive, curves["emeasure"]
 
 
 def assert_dataset_matches(sm: SmeasureAccumulator, em: EmeasureAccumulator, ref: dict) -> None:
@@ -201,7 +201,7 @@ def test_split_state_sum_equals_single_accumulator() -> None:
     single = accumulate(preds, gts)
     first, second = accumulate(preds[:10], gts[:10]), accumulate(preds[10:], gts[10:], batch=7)
     for whole, part_a, part_b in zip(single, first, second, strict=True):
-        for ta, tb in zip(part_a.state_tensors(), part_b.state_tensors(), strict=True):
+        for ta, tb in zip(part_a.state_arrays(), part_b.state_arrays(), strict=True):
             ta += tb  # what an all-reduce does
         assert part_a.num_images == len(preds)
         for name, value in part_a.compute().items():
@@ -215,7 +215,7 @@ def test_api_reset_and_curve_order() -> None:
     assert SmeasureAccumulator.HIGHER_IS_BETTER == {"Sm": True}
     assert EmeasureAccumulator.HIGHER_IS_BETTER == {"maxE": True, "meanE": True, "adpE": True}
     for acc in (SmeasureAccumulator(), EmeasureAccumulator()):
-        assert acc.state_tensors()[-1].dtype == torch.float64
+        assert acc.state_arrays()[-1].dtype == np.float64
         with pytest.raises(RuntimeError):
             acc.compute()
     with pytest.raises(RuntimeError):

@@ -1,4 +1,5 @@
-"""Tests of the weighted F-measure accumulator and its exact EDT against PySODMetrics / scipy."""
+"""Tests of the weighted F-measure (numpy CPU path and batched torch path) and its exact distance
+transforms against PySODMetrics / scipy."""
 
 from __future__ import annotations
 
@@ -7,11 +8,11 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
+from utils.metrics import weighted_f
 from utils.metrics.prepare import prepare_batch
-from utils.metrics.weighted_f import (
-    WeightedFAccumulator,
+from utils.metrics.weighted_f import WeightedFAccumulator, foreground_distance
+from utils.metrics.weighted_f_torch import (
     foreground_edt,
     gaussian_filter,
     gaussian_kernel,
@@ -26,7 +27,7 @@ ndimage = pytest.importorskip("scipy.ndimage")
 ATOL = 1e-6  # acceptance tolerance of wF (per image and dataset)
 TIGHT = 1e-10  # differences beyond this are counted (none are expected)
 SIZES = ((37, 53), (53, 37), (32, 32), (48, 40), (23, 17), (64, 61), (1, 9), (9, 1), (2, 3))
-METHODS = ("scipy", "brute")
+METHODS = ("numpy", "torch")  # the CPU computation, and the batched one of the GPU
 
 
 # --------------------------------------------------------------------------------------------
@@ -155,15 +156,18 @@ def reference_scores(preds: list[np.ndarray], gts: list[np.ndarray]) -> tuple[np
     return np.array(metric.weighted_fms, np.float64), float(metric.get_results()["wfm"])
 
 
-def our_scores(preds: list, gts: list, batch: int, method: str = "auto") -> np.ndarray:
+def our_scores(preds: list, gts: list, batch: int, method: str = "numpy") -> np.ndarray:
     scores = []
     for i in range(0, len(preds), batch):
         prepared = prepare_batch(
             torch.from_numpy(np.stack(preds[i : i + batch])),
             torch.from_numpy(np.stack(gts[i : i + batch])),
         )
-        scores.append(weighted_fmeasure(prepared.pred, prepared.gt, method=method))
-    return torch.cat(scores).numpy()
+        if method == "numpy":
+            scores.append(prepared.weighted_f())
+        else:
+            scores.append(weighted_fmeasure(prepared.pred, prepared.gt).numpy())
+    return np.concatenate(scores)
 
 
 def accumulate(preds: list, gts: list, batch: int) -> WeightedFAccumulator:
@@ -178,9 +182,10 @@ def accumulate(preds: list, gts: list, batch: int) -> WeightedFAccumulator:
     return acc
 
 
-def check_edt(masks: np.ndarray, method: str) -> int:
-    """Our EDT against scipy's, image by image; returns the number of differing indices."""
-    distance, index_y, index_x = foreground_edt(torch.from_numpy(masks), method=method)
+def check_edt(masks: np.ndarray) -> int:
+    """Our EDTs against scipy's, image by image: the distances of both (bit-identical) and the
+    nearest pixels of the torch one; returns the number of differing indices."""
+    distance, index_y, index_x = foreground_edt(torch.from_numpy(masks))
     differing = 0
     for b, mask in enumerate(masks):
         if not mask.any():
@@ -188,6 +193,7 @@ def check_edt(masks: np.ndarray, method: str) -> int:
         ref_distance, (ref_y, ref_x) = ndimage.distance_transform_edt(~mask, return_indices=True)
         got = distance[b].numpy()
         np.testing.assert_array_equal(got, ref_distance)  # bit-identical distances
+        np.testing.assert_array_equal(foreground_distance(mask), ref_distance)
         iy, ix = index_y[b].numpy(), index_x[b].numpy()
         assert mask[iy, ix].all()  # a foreground pixel ...
         ys, xs = np.indices(mask.shape)
@@ -230,18 +236,17 @@ def test_at_least_200_pairs_and_320px_images() -> None:
 
 
 @pytest.mark.parametrize("method", METHODS)
-def test_brute_force_row_pass_matches_reference(method: str) -> None:
+def test_both_computations_match_reference(method: str) -> None:
     preds, gts = dataset(2, 37, 53, 3)
     want, _ = reference_scores(preds, gts)
     assert np.abs(our_scores(preds, gts, batch=5, method=method) - want).max() <= TIGHT
 
 
-@pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize("h, w", (*SIZES, (1, 1), (5, 1), (70, 90)))
-def test_edt_matches_scipy(method: str, h: int, w: int) -> None:
+def test_edt_matches_scipy(h: int, w: int) -> None:
     rng = np.random.default_rng([3, h, w])
     masks = np.stack([MASKS[name](rng, h, w) for name in MASKS for _ in range(3)])
-    differing = check_edt(masks, method)
+    differing = check_edt(masks)
     # The separable passes pick, among equally near pixels, the smallest column then the
     # smallest row, which is what scipy's implementation returns.
     assert differing == 0
@@ -252,8 +257,7 @@ def test_edt_random_small_masks_with_ties() -> None:
     for _ in range(40):
         h, w = (int(v) for v in rng.integers(1, 16, 2))
         masks = rng.random((6, h, w)) < rng.choice([0.03, 0.1, 0.3, 0.7])
-        for method in METHODS:
-            assert check_edt(masks, method) == 0
+        assert check_edt(masks) == 0
 
 
 def test_edt_all_foreground_and_empty() -> None:
@@ -266,7 +270,34 @@ def test_edt_all_foreground_and_empty() -> None:
     assert (index_y[0].numpy() == ys).all() and (index_x[0].numpy() == xs).all()
     assert (index_y[1] >= 0).all() and (index_y[1] < 7).all() and (index_x[1] < 5).all()
     assert (index_y[2] == 6).all() and (index_x[2] == 4).all()
-    assert check_edt(masks, "brute") == 0
+    assert check_edt(masks) == 0
+
+
+@pytest.mark.parametrize("cv2_threads", (1, 2))
+def test_numpy_distance_large_images_and_the_scipy_fallback(monkeypatch, cv2_threads) -> None:
+    """OpenCV's float32 distances give the exact integer squared distances back below
+    EXACT_DISTANCE (single-threaded OpenCV rounds its square roots differently: checked too);
+    farther pixels make the scipy transform take over, also when forced."""
+    cv2 = pytest.importorskip("cv2")
+    previous = cv2.getNumThreads()
+    cv2.setNumThreads(cv2_threads)
+    try:
+        rng = np.random.default_rng(9)
+        corner = np.zeros((362, 362), bool)
+        corner[0, 0] = True  # farthest pixel at 510.5: all below EXACT_DISTANCE
+        far = np.zeros((1100, 1200), bool)
+        far[0, 0] = True  # up to 1628: the fallback
+        masks = [corner, far] + [MASKS[n](rng, *s) for n in MASKS for s in ((700, 900), (320, 320))]
+        for mask in masks:
+            if not mask.any():
+                continue
+            want = ndimage.distance_transform_edt(~mask)
+            np.testing.assert_array_equal(foreground_distance(mask), want)
+            monkeypatch.setattr(weighted_f, "EXACT_DISTANCE", 1)
+            np.testing.assert_array_equal(foreground_distance(mask), want)
+            monkeypatch.undo()
+    finally:
+        cv2.setNumThreads(previous)
 
 
 def test_batch_of_one_equals_batch_of_sixteen() -> None:
@@ -281,8 +312,8 @@ def test_split_state_sum_equals_single_accumulator() -> None:
     preds, gts = dataset(6, 32, 40, 2)
     single = accumulate(preds, gts, batch=4)
     first, second = accumulate(preds[:5], gts[:5], batch=5), accumulate(preds[5:], gts[5:], 3)
-    for mine, other in zip(first.state_tensors(), second.state_tensors(), strict=True):
-        assert mine.dtype == torch.float64
+    for mine, other in zip(first.state_arrays(), second.state_arrays(), strict=True):
+        assert mine.dtype == np.float64
         mine += other  # what an all-reduce (sum) does in place
     assert first.num_images == single.num_images == len(preds)
     assert first.compute()["wF"] == pytest.approx(single.compute()["wF"], abs=1e-14, rel=0)
@@ -319,7 +350,7 @@ def test_accumulator_api() -> None:
     preds, gts = dataset(7, 16, 16, 1)
     acc.update(prepare_batch(torch.from_numpy(np.stack(preds)), torch.from_numpy(np.stack(gts))))
     assert acc.num_images == len(preds)
-    assert [t.dtype for t in acc.state_tensors()] == [torch.float64, torch.float64]
+    assert [t.dtype for t in acc.state_arrays()] == [np.float64, np.float64]
     acc.reset()
     assert acc.num_images == 0
 
@@ -330,8 +361,6 @@ def test_gaussian_kernel_and_filter() -> None:
     np.testing.assert_array_equal(kernel.numpy(), reference)
     image = torch.rand(3, 37, 53, dtype=torch.float64)
     filtered = gaussian_filter(image, kernel).numpy()
-    conv = F.conv2d(image[:, None], kernel[None, None], padding=3)[:, 0]
-    np.testing.assert_allclose(filtered, conv.numpy(), rtol=0, atol=1e-15)
     scipy_conv = np.stack(
         [ndimage.convolve(im, reference, mode="constant") for im in image.numpy()]
     )
@@ -345,12 +374,9 @@ def test_cuda_matches_cpu() -> None:
     prepared = prepare_batch(
         torch.from_numpy(np.stack(preds)).cuda(), torch.from_numpy(np.stack(gts)).cuda()
     )
-    cuda = weighted_fmeasure(prepared.pred, prepared.gt).cpu().numpy()
+    cuda = prepared.weighted_f()
     assert np.abs(cuda - cpu).max() <= TIGHT
-    for method in METHODS:
-        for got, want in zip(
-            foreground_edt(prepared.gt, method=method),
-            foreground_edt(prepared.gt.cpu(), method="scipy"),
-            strict=True,
-        ):
-            assert torch.equal(got.cpu(), want)
+    for got, want in zip(
+        foreground_edt(prepared.gt), foreground_edt(prepared.gt.cpu()), strict=True
+    ):
+        assert torch.equal(got.cpu(), want)

@@ -31,8 +31,10 @@ All but the level-128 binary metrics and ``relaxFb`` reproduce PySODMetrics 1.6.
 ``Fmeasure``, ``WeightedFmeasure``, ``Smeasure``, ``Emeasure``, ``FmeasureV2``, ``MSIoU``,
 ``SizeInvarianceMAE``, ``SizeInvarianceFmeasureV2``, ``HumanCorrectionEffortMeasure``)
 evaluated image by image on 8-bit maps (each family's class documents where it deviates), but
-the computation runs batched on the device of the inputs, in float64 (``si_*`` and ``HCE``: per
-image, on the CPU).
+the computation runs batched: the per-pixel statistics on the device of the inputs (on the CPU
+in numpy and OpenCV), what follows from them in numpy, in float64 (``si_*`` and ``HCE``: per
+image, on the CPU). :class:`MetricSet` computes the default metrics of numpy maps without
+torch; :class:`SODMetrics` adds the optional families, tensors and resizing.
 
 Preparation of one image (identical to PySODMetrics' ``prepare_data``, done once per batch by
 :class:`PreparedBatch` and shared by every family):
@@ -50,7 +52,7 @@ level present in the image; there the mean is recomputed with ``np.mean`` as PyS
 
 Every metric is a per-image score averaged over images (or, for the ``_pooled`` and the pooled
 level-128 binary metrics, a function of sums over images), so the accumulated state is a
-handful of sums plus an image count (see :meth:`SODMetrics.state_tensors`); summing the state
+handful of sums plus an image count (see :meth:`MetricSet.state_arrays`); summing the state
 of several accumulators (e.g. a DDP all-reduce) gives the same result as one accumulator over
 all images.
 
@@ -60,61 +62,50 @@ in a module of this package, with its metric names and directions in ``HIGHER_IS
 then append the class to ``OPTIONAL_FAMILIES`` in :mod:`utils.metrics.sod`, which makes its
 names part of :data:`HIGHER_IS_BETTER` and :data:`ALL_METRIC_NAMES` (selectable by name; the
 default set :data:`DEFAULT_METRICS` does not change).
-Shared per-batch quantities belong in :class:`PreparedBatch` as cached properties.
+Shared per-batch quantities belong in :class:`~utils.metrics.levels.LevelStats` (those that
+follow from the level histograms) or in :class:`PreparedBatch` as cached properties.
 """
 
-from utils.metrics.base import Accumulator, CurveAccumulator, MeanScoreAccumulator
-from utils.metrics.binary import BinaryAccumulator
-from utils.metrics.emeasure import EmeasureAccumulator
-from utils.metrics.fmeasure import BETA, FmeasureAccumulator, MAEAccumulator
-from utils.metrics.fmeasure_v2 import FmeasureV2Accumulator
-from utils.metrics.hce import HCEAccumulator
-from utils.metrics.msiou import MSIoUAccumulator
-from utils.metrics.prepare import (
-    NUM_THRESHOLDS,
-    PreparedBatch,
-    prepare_batch,
-    prob_to_uint8,
-)
-from utils.metrics.relaxed_boundary import RelaxedBoundaryFAccumulator
-from utils.metrics.size_invariant import (
-    SizeInvariantFmeasureV2Accumulator,
-    SizeInvariantMAEAccumulator,
-)
-from utils.metrics.smeasure import SmeasureAccumulator
-from utils.metrics.sod import (
-    ALL_METRIC_NAMES,
-    DEFAULT_METRICS,
-    HIGHER_IS_BETTER,
-    SODMetrics,
-    with_defaults,
-)
-from utils.metrics.weighted_f import WeightedFAccumulator
+from importlib import import_module
+from typing import Any
 
-__all__ = [
-    "ALL_METRIC_NAMES",
-    "BETA",
-    "DEFAULT_METRICS",
-    "HIGHER_IS_BETTER",
-    "NUM_THRESHOLDS",
-    "Accumulator",
-    "BinaryAccumulator",
-    "CurveAccumulator",
-    "EmeasureAccumulator",
-    "FmeasureAccumulator",
-    "FmeasureV2Accumulator",
-    "HCEAccumulator",
-    "MAEAccumulator",
-    "MSIoUAccumulator",
-    "MeanScoreAccumulator",
-    "PreparedBatch",
-    "RelaxedBoundaryFAccumulator",
-    "SODMetrics",
-    "SizeInvariantFmeasureV2Accumulator",
-    "SizeInvariantMAEAccumulator",
-    "SmeasureAccumulator",
-    "WeightedFAccumulator",
-    "prepare_batch",
-    "prob_to_uint8",
-    "with_defaults",
-]
+_HOMES = {
+    "Accumulator": "base",
+    "CurveAccumulator": "base",
+    "MeanScoreAccumulator": "base",
+    "BinaryAccumulator": "binary",
+    "EmeasureAccumulator": "emeasure",
+    "BETA": "fmeasure",
+    "FmeasureAccumulator": "fmeasure",
+    "MAEAccumulator": "fmeasure",
+    "FmeasureV2Accumulator": "fmeasure_v2",
+    "HCEAccumulator": "hce",
+    "NUM_THRESHOLDS": "levels",
+    "DEFAULT_METRICS": "metric_set",
+    "MetricSet": "metric_set",
+    "MSIoUAccumulator": "msiou",
+    "PreparedBatch": "prepare",
+    "prepare_batch": "prepare",
+    "prob_to_uint8": "prepare",
+    "RelaxedBoundaryFAccumulator": "relaxed_boundary",
+    "SizeInvariantFmeasureV2Accumulator": "size_invariant",
+    "SizeInvariantMAEAccumulator": "size_invariant",
+    "SmeasureAccumulator": "smeasure",
+    "ALL_METRIC_NAMES": "sod",
+    "HIGHER_IS_BETTER": "sod",
+    "SODMetrics": "sod",
+    "with_defaults": "sod",
+    "WeightedFAccumulator": "weighted_f",
+}
+"""The module of each public name. They are imported on first use: the numpy part of the
+package (:class:`MetricSet` and the default families) does not import torch."""
+
+__all__ = sorted(_HOMES)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _HOMES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(import_module(f"{__name__}.{_HOMES[name]}"), name)
+    globals()[name] = value
+    return value

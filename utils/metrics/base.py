@@ -1,4 +1,4 @@
-"""Base classes of the metric accumulators: per-image scores summed into float64 tensors.
+"""Base classes of the metric accumulators: per-image scores summed into float64 numpy arrays.
 
 * :class:`Accumulator`: the interface every metric family implements;
 * :class:`MeanScoreAccumulator`: a family of one metric, the mean of a per-image score (MAE,
@@ -9,45 +9,56 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
-import torch
 
-from utils.metrics.prepare import NUM_THRESHOLDS, PreparedBatch
+from utils.metrics.levels import NUM_THRESHOLDS
+
+
+def as_numpy(values: Any) -> np.ndarray:
+    """``values`` (a numpy array, a torch tensor on any device, or a number) as a numpy array
+    (a tensor is copied to the CPU; no torch import here)."""
+    if hasattr(values, "detach"):
+        values = values.detach().cpu().numpy()
+    return np.asarray(values)
 
 
 class Accumulator:
-    """Base class: per-image scores summed into float64 tensors on ``device``.
+    """Base class: per-image scores summed into float64 numpy arrays (on the CPU, whatever
+    device computed the scores; the all-reduce of :meth:`SODMetrics.all_reduce` moves them).
 
     A new metric family subclasses this (or one of the two bases below): ``HIGHER_IS_BETTER``
-    names the metrics it computes, ``_init_state`` creates the sum tensors (image count last,
-    listed by ``state_tensors``), ``update`` adds the per-image scores of a
-    :class:`PreparedBatch` and ``compute`` turns the sums into those metrics.
+    names the metrics it computes, ``_init_state`` creates the sum arrays (image count last,
+    listed by ``state_arrays``), ``update`` adds the per-image scores of a batch
+    (:class:`~utils.metrics.numpy_batch.NumpyBatch` or
+    :class:`~utils.metrics.prepare.PreparedBatch`) and ``compute`` turns the sums into those
+    metrics.
     """
 
     HIGHER_IS_BETTER: ClassVar[dict[str, bool]]
 
-    def __init__(self, device: torch.device | str = "cpu") -> None:
-        self.device = torch.device(device)
+    def __init__(self) -> None:
         self._init_state()
 
-    def _zeros(self, *shape: int) -> torch.Tensor:
-        return torch.zeros(shape, dtype=torch.float64, device=self.device)
+    @staticmethod
+    def _zeros(*shape: int) -> np.ndarray:
+        return np.zeros(shape, dtype=np.float64)
 
     def _init_state(self) -> None:
         raise NotImplementedError
 
     def reset(self) -> None:
-        """Drop all accumulated images (zeroes the state tensors in place)."""
-        for tensor in self.state_tensors():
-            tensor.zero_()
+        """Drop all accumulated images (zeroes the state arrays in place)."""
+        for array in self.state_arrays():
+            array[...] = 0.0
 
-    def state_tensors(self) -> list[torch.Tensor]:
-        """The live state tensors (sums; the image count last); may be all-reduced in place."""
+    def state_arrays(self) -> list[np.ndarray]:
+        """The live float64 state arrays (sums; the image count last); adding another
+        accumulator's arrays to them in place merges its images."""
         raise NotImplementedError
 
-    def update(self, batch: PreparedBatch) -> None:
+    def update(self, batch: Any) -> None:
         """Add the per-image scores of a prepared batch."""
         raise NotImplementedError
 
@@ -58,7 +69,7 @@ class Accumulator:
     @property
     def num_images(self) -> int:
         """Number of images accumulated so far."""
-        return int(self.state_tensors()[-1].item())
+        return int(self.state_arrays()[-1])
 
     def _check_not_empty(self) -> None:
         if self.num_images == 0:
@@ -76,21 +87,21 @@ class MeanScoreAccumulator(Accumulator):
         self.score_sum = self._zeros()
         self.count = self._zeros()
 
-    def state_tensors(self) -> list[torch.Tensor]:
+    def state_arrays(self) -> list[np.ndarray]:
         return [self.score_sum, self.count]
 
-    def scores(self, batch: PreparedBatch) -> torch.Tensor:
-        """Per-image score (B, float64, on the batch's device)."""
+    def scores(self, batch: Any) -> Any:
+        """Per-image score (B, float64: a numpy array, or a tensor on the batch's device)."""
         raise NotImplementedError
 
-    def update(self, batch: PreparedBatch) -> None:
-        self.score_sum += self.scores(batch).sum().to(self.device)
+    def update(self, batch: Any) -> None:
+        self.score_sum += as_numpy(self.scores(batch)).sum()
         self.count += batch.batch_size
 
     def compute(self) -> dict[str, float]:
         self._check_not_empty()
         (name,) = self.HIGHER_IS_BETTER
-        return {name: (self.score_sum / self.count).item()}
+        return {name: float(self.score_sum / self.count)}
 
 
 class CurveAccumulator(Accumulator):
@@ -111,32 +122,32 @@ class CurveAccumulator(Accumulator):
         self.curve_sums = {name: self._zeros(NUM_THRESHOLDS) for name in self.CURVES}
         self.count = self._zeros()
 
-    def state_tensors(self) -> list[torch.Tensor]:
+    def state_arrays(self) -> list[np.ndarray]:
         return [self.adaptive_sum, *self.curve_sums.values(), self.count]
 
-    def scores(self, batch: PreparedBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def scores(self, batch: Any) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """Per-image adaptive score (B) and curves (``CURVES``: B x 256 each), float64."""
         raise NotImplementedError
 
-    def update(self, batch: PreparedBatch) -> None:
+    def update(self, batch: Any) -> None:
         adaptive, curves = self.scores(batch)
-        self.adaptive_sum += adaptive.sum().to(self.device)
+        self.adaptive_sum += adaptive.sum()
         for name, curve in curves.items():
-            self.curve_sums[name] += curve.sum(0).to(self.device)
+            self.curve_sums[name] += curve.sum(axis=0)
         self.count += batch.batch_size
 
     def curves(self) -> dict[str, np.ndarray]:
         """Dataset-mean curves (``CURVES``, 256 values each, index i: threshold 255 - i);
         raises RuntimeError when no image was added."""
         self._check_not_empty()
-        return {name: (total / self.count).cpu().numpy() for name, total in self.curve_sums.items()}
+        return {name: total / self.count for name, total in self.curve_sums.items()}
 
     def compute(self) -> dict[str, float]:
         self._check_not_empty()
         maximum, mean, adaptive = self.HIGHER_IS_BETTER
         curve = self.curve_sums[self.SUMMARY_CURVE] / self.count
         return {
-            maximum: curve.max().item(),
-            mean: curve.mean().item(),
-            adaptive: (self.adaptive_sum / self.count).item(),
+            maximum: float(curve.max()),
+            mean: float(curve.mean()),
+            adaptive: float(self.adaptive_sum / self.count),
         }

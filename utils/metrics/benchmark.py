@@ -23,14 +23,14 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from utils.metrics import SODMetrics
 from utils.metrics.benchmark_spec import BenchmarkSpec
 from utils.metrics.cell_cache import CellResult, cache_key, load_cell, save_cell
 from utils.metrics.folders import EvaluationError, EvaluationSettings, pair_files
-from utils.metrics.scoring import Pair, PairScores, add_state
+from utils.metrics.metric_set import MetricSet
+from utils.metrics.scoring import Pair, PairScores, metric_set
 
 CURVE_METRIC = "maxF"
-"""A metric of the F-measure family: scored in every cell, for :meth:`SODMetrics.curves`."""
+"""A metric of the F-measure family: scored in every cell, for :meth:`MetricSet.curves`."""
 
 Cell = tuple[str, str]
 """``(method, dataset)``."""
@@ -51,11 +51,11 @@ class BenchmarkResult:
     computed: list[Cell] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
 
-    def merged(self, cells: Sequence[Cell]) -> SODMetrics:
-        """A CPU :class:`SODMetrics` holding the summed state of ``cells`` (all scored)."""
-        scorer = SODMetrics("cpu", self.scored)
+    def merged(self, cells: Sequence[Cell]) -> MetricSet:
+        """A CPU metric set holding the summed state of ``cells`` (all scored)."""
+        scorer = metric_set(self.scored)
         for cell in cells:
-            add_state(scorer, self.cells[cell].state)
+            scorer.add_state(self.cells[cell].state)
         return scorer
 
     def overall_cells(self, method: str) -> list[Cell] | None:
@@ -81,7 +81,7 @@ class BenchmarkResult:
         return {name: computed[name] for name in self.metrics}
 
     def curves(self, method: str, dataset: str) -> dict[str, np.ndarray] | None:
-        """``precision``, ``recall`` and ``fmeasure`` curves (:meth:`SODMetrics.curves`) of a
+        """``precision``, ``recall`` and ``fmeasure`` curves (:meth:`MetricSet.curves`) of a
         scored cell, else None."""
         if (method, dataset) not in self.cells:
             return None
@@ -94,9 +94,9 @@ class BenchmarkResult:
 
 
 def scored_metrics(settings: EvaluationSettings) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """The reported metric names of ``settings`` (:class:`SODMetrics`' choice for
+    """The reported metric names of ``settings`` (the metric set's choice for
     ``settings.metrics``) and the names scored (those and :data:`CURVE_METRIC`)."""
-    reported = SODMetrics("cpu", settings.metrics).names
+    reported = metric_set(settings.metrics).names
     extra = () if CURVE_METRIC in reported else (CURVE_METRIC,)
     return reported, reported + extra
 
@@ -154,7 +154,7 @@ def _file_problems(cell: Cell, report: CellResult) -> list[str]:
 def _cell_result(scores: PairScores, plan: PlannedCell) -> CellResult:
     """The :class:`CellResult` of a cell's merged scores and its file lists."""
     return CellResult(
-        state=[t.cpu().numpy() for t in scores.scorer.state_tensors()],
+        state=[array.copy() for array in scores.scorer.state_arrays()],
         num_pairs=scores.scorer.num_images,
         missing_predictions=plan.missing,
         unmatched_predictions=plan.unmatched,
@@ -174,7 +174,7 @@ def run_benchmark(
     reported, scored = scored_metrics(settings)
     result = BenchmarkResult(reported, scored, spec.methods, list(spec.datasets))
     planned = _plan(spec, result)
-    shapes = [list(t.shape) for t in SODMetrics("cpu", scored).state_tensors()]
+    shapes = [list(array.shape) for array in metric_set(scored).state_arrays()]
     scorer = replace(settings, metrics=scored).scorer()
     quiet = None if settings.progress else True
     total = sum(len(plan.pairs) for plan in planned.values())

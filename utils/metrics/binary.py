@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
-import torch
+import numpy as np
 
 from utils.metrics.base import Accumulator
-from utils.metrics.prepare import PreparedBatch
 
 BINARY_LEVEL = 128
 """A pixel is predicted foreground when its 8-bit value is ``>= BINARY_LEVEL``."""
@@ -15,20 +14,20 @@ BINARY_LEVEL = 128
 _SCORES = ("IoU", "F1", "precision", "recall", "accuracy")
 
 
-def _ratio(numerator: torch.Tensor, denominator: torch.Tensor) -> torch.Tensor:
+def _ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
     """``numerator / denominator``, 1 where the denominator is 0 (the numerator is 0 there)."""
-    return torch.where(denominator == 0, 1.0, numerator / denominator.clamp(min=1.0))
+    return np.where(denominator == 0, 1.0, numerator / np.maximum(denominator, 1.0))
 
 
-def binary_scores(confusion: torch.Tensor) -> torch.Tensor:
+def binary_scores(confusion: np.ndarray) -> np.ndarray:
     """``IoU, F1, precision, recall, accuracy`` (..., 5) from ``TP, FP, FN, TN`` (..., 4), float64.
 
     ``IoU = TP / (TP + FP + FN)``, ``F1 = 2 TP / (2 TP + FP + FN)``, ``precision = TP / (TP + FP)``,
     ``recall = TP / (TP + FN)``, ``accuracy = (TP + TN) / (TP + FP + FN + TN)``; a zero denominator
     gives 1 (nothing to find and nothing found wrongly is perfect).
     """
-    tp, fp, fn, tn = confusion.to(torch.float64).unbind(-1)
-    return torch.stack(
+    tp, fp, fn, tn = np.moveaxis(confusion.astype(np.float64), -1, 0)
+    return np.stack(
         [
             _ratio(tp, tp + fp + fn),
             _ratio(2.0 * tp, 2.0 * tp + fp + fn),
@@ -36,7 +35,7 @@ def binary_scores(confusion: torch.Tensor) -> torch.Tensor:
             _ratio(tp, tp + fn),
             _ratio(tp + tn, tp + fp + fn + tn),
         ],
-        dim=-1,
+        axis=-1,
     )
 
 
@@ -62,7 +61,7 @@ class BinaryAccumulator(Accumulator):
     prediction but some foreground, precision is 1 and IoU = F1 = recall = 0. ``accuracy``
     never has a zero denominator.
 
-    Computed from ``batch.level_counts`` (pixels per 8-bit level, split by ground truth), so it
+    Computed from ``batch.stats.counts`` (pixels per 8-bit level, split by ground truth), so it
     costs a few hundred additions per image.
     """
 
@@ -76,21 +75,22 @@ class BinaryAccumulator(Accumulator):
         self.score_sum = self._zeros(len(_SCORES))  # per-image scores, summed over images
         self.count = self._zeros()
 
-    def state_tensors(self) -> list[torch.Tensor]:
+    def state_arrays(self) -> list[np.ndarray]:
         return [self.confusion_sum, self.score_sum, self.count]
 
     @staticmethod
-    def confusion(batch: PreparedBatch) -> torch.Tensor:
-        """Per-image ``TP, FP, FN, TN`` pixel counts (B x 4, int64)."""
-        counts = batch.level_counts  # B x 2 (background, foreground) x 256
-        negative = counts[:, :, :BINARY_LEVEL].sum(dim=2)  # B x 2
-        positive = counts[:, :, BINARY_LEVEL:].sum(dim=2)
-        return torch.stack([positive[:, 1], positive[:, 0], negative[:, 1], negative[:, 0]], dim=1)
+    def confusion(batch: Any) -> np.ndarray:
+        """Per-image ``TP, FP, FN, TN`` pixel counts (B x 4, int64) from the level histograms
+        ``batch.stats``."""
+        counts = batch.stats.counts  # B x 2 (background, foreground) x 256
+        negative = counts[:, :, :BINARY_LEVEL].sum(axis=2)  # B x 2
+        positive = counts[:, :, BINARY_LEVEL:].sum(axis=2)
+        return np.stack([positive[:, 1], positive[:, 0], negative[:, 1], negative[:, 0]], axis=1)
 
-    def update(self, batch: PreparedBatch) -> None:
+    def update(self, batch: Any) -> None:
         confusion = self.confusion(batch)
-        self.confusion_sum += confusion.sum(0).to(device=self.device, dtype=torch.float64)
-        self.score_sum += binary_scores(confusion).sum(0).to(self.device)
+        self.confusion_sum += confusion.sum(axis=0)
+        self.score_sum += binary_scores(confusion).sum(axis=0)
         self.count += batch.batch_size
 
     def compute(self) -> dict[str, float]:

@@ -30,10 +30,11 @@ CACHE_FORMAT = 1
 
 @dataclass
 class CellResult:
-    """One method on one dataset: the metric ``state`` (the :meth:`SODMetrics.state_tensors`
-    summed over its pairs, as numpy arrays) and the file report of
-    :func:`utils.metrics.folders.evaluate_folders` (``num_pairs``, ``missing_predictions``,
-    ``unmatched_predictions``, ``resized_predictions``, ``unreadable``, ``binary_01_masks``)."""
+    """One method on one dataset: the metric ``state`` (the
+    :meth:`~utils.metrics.metric_set.MetricSet.state_arrays` summed over its pairs) and the file
+    report of :func:`utils.metrics.folders.evaluate_folders` (``num_pairs``,
+    ``missing_predictions``, ``unmatched_predictions``, ``resized_predictions``, ``unreadable``,
+    ``binary_01_masks``)."""
 
     state: list[np.ndarray]
     num_pairs: int

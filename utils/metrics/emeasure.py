@@ -1,18 +1,19 @@
-"""E-measure (enhanced-alignment measure), computed from per-image histograms of the 256 levels."""
+"""E-measure (enhanced-alignment measure), computed from per-image histograms of the 256 levels
+(numpy)."""
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
-import torch
+import numpy as np
 
 from utils.metrics.base import CurveAccumulator
-from utils.metrics.prepare import EPS, PreparedBatch, divide
+from utils.metrics.levels import EPS
 
 
 def enhanced_alignment(
-    true_pos: torch.Tensor, false_pos: torch.Tensor, gt_count: torch.Tensor, num_pixels: int
-) -> torch.Tensor:
+    true_pos: np.ndarray, false_pos: np.ndarray, gt_count: np.ndarray, num_pixels: int
+) -> np.ndarray:
     """E-measure of binary maps given their confusion counts (int64, B x T) and ``#gt`` (B).
 
     Closed form of PySODMetrics' ``cal_em_with_threshold``, with its operation order: the
@@ -21,20 +22,19 @@ def enhanced_alignment(
     their count-weighted sum is divided by ``N - 1 + eps``. An empty (full) ground truth gives
     ``#negatives / (N - 1 + eps)`` (``#positives / (N - 1 + eps)``).
     """
-    device = true_pos.device
     gt_count = gt_count[:, None]
     pred_pos = true_pos + false_pos
     pred_neg = num_pixels - pred_pos
     false_neg = gt_count - true_pos
     true_neg = pred_neg - false_neg
 
-    n = torch.tensor(float(num_pixels), dtype=torch.float64, device=device)
-    mean_pred = divide(pred_pos.to(torch.float64), n)
-    mean_gt = divide(gt_count.to(torch.float64), n)
+    n = float(num_pixels)
+    mean_pred = pred_pos / n
+    mean_gt = gt_count / n
     pred_fg, pred_bg = 1.0 - mean_pred, 0.0 - mean_pred
     gt_fg, gt_bg = 1.0 - mean_gt, 0.0 - mean_gt
 
-    total = torch.zeros_like(mean_pred)
+    total = np.zeros_like(mean_pred)
     cells = (
         (true_pos, pred_fg, gt_fg),
         (false_pos, pred_fg, gt_bg),
@@ -42,14 +42,13 @@ def enhanced_alignment(
         (true_neg, pred_bg, gt_bg),
     )
     for count, a, b in cells:
-        align = divide(2.0 * (a * b), a * a + b * b + EPS)
+        align = 2.0 * (a * b) / (a * a + b * b + EPS)
         shifted = align + 1.0
-        total = total + shifted * shifted / 4.0 * count.to(torch.float64)
+        total = total + shifted * shifted / 4.0 * count
 
-    total = torch.where(gt_count == 0, pred_neg.to(torch.float64), total)
-    total = torch.where(gt_count == num_pixels, pred_pos.to(torch.float64), total)
-    denominator = torch.tensor((num_pixels - 1) + EPS, dtype=torch.float64, device=device)
-    return divide(total, denominator)
+    total = np.where(gt_count == 0, pred_neg, total)
+    total = np.where(gt_count == num_pixels, pred_pos, total)
+    return total / ((num_pixels - 1) + EPS)
 
 
 class EmeasureAccumulator(CurveAccumulator):
@@ -73,13 +72,14 @@ class EmeasureAccumulator(CurveAccumulator):
     CURVES: ClassVar[tuple[str, ...]] = ("emeasure",)
     SUMMARY_CURVE: ClassVar[str] = "emeasure"
 
-    def scores(self, batch: PreparedBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def scores(self, batch: Any) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """Per-image adaptive E (B) and ``emeasure`` curve (B x 256, index i: threshold
-        255 - i), float64."""
-        gt_count = batch.gt_count
-        selected = batch.adaptive_counts  # B x 2: background, foreground
+        255 - i), float64, from the level histograms ``batch.stats``."""
+        stats = batch.stats
+        gt_count, n = stats.gt_count, stats.num_pixels
+        selected = stats.adaptive_counts  # B x 2: background, foreground
         true_pos, false_pos = selected[:, 1:], selected[:, :1]  # B x 1: a single threshold
-        adaptive = enhanced_alignment(true_pos, false_pos, gt_count, batch.num_pixels)[:, 0]
-        cumulative = batch.cumulative_counts  # B x 2 x 256
-        curve = enhanced_alignment(cumulative[:, 1], cumulative[:, 0], gt_count, batch.num_pixels)
+        adaptive = enhanced_alignment(true_pos, false_pos, gt_count, n)[:, 0]
+        cumulative = stats.cumulative_counts  # B x 2 x 256
+        curve = enhanced_alignment(cumulative[:, 1], cumulative[:, 0], gt_count, n)
         return adaptive, {"emeasure": curve}

@@ -1,13 +1,12 @@
-"""MAE and F-measure, computed from per-image histograms of the 256 levels."""
+"""MAE and F-measure, computed from per-image histograms of the 256 levels (numpy)."""
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
-import torch
+import numpy as np
 
 from utils.metrics.base import CurveAccumulator, MeanScoreAccumulator
-from utils.metrics.prepare import PreparedBatch, divide
 
 BETA = 0.3
 """Weight ``beta^2`` of the precision in the F-measure (PySODMetrics' ``beta``)."""
@@ -18,20 +17,20 @@ class MAEAccumulator(MeanScoreAccumulator):
 
     HIGHER_IS_BETTER: ClassVar[dict[str, bool]] = {"MAE": False}
 
-    def scores(self, batch: PreparedBatch) -> torch.Tensor:
-        """Per-image MAE (B, float64), from the level histograms."""
+    def scores(self, batch: Any) -> np.ndarray:
+        """Per-image MAE (B, float64), from the level histograms ``batch.stats``."""
         # |pred - gt| is pred on the background and 1 - pred on the foreground (pred <= 1).
-        counts = batch.level_counts.to(torch.float64)
-        lut = batch.lut
-        error = (counts[:, 0] * lut).sum(dim=1) + (counts[:, 1] * (1.0 - lut)).sum(dim=1)
-        return divide(error, float(batch.num_pixels))
+        stats = batch.stats
+        counts, lut = stats.counts, stats.lut
+        error = (counts[:, 0] * lut).sum(axis=1) + (counts[:, 1] * (1.0 - lut)).sum(axis=1)
+        return error / float(stats.num_pixels)
 
 
-def f_beta(precision: torch.Tensor, recall: torch.Tensor) -> torch.Tensor:
+def f_beta(precision: np.ndarray, recall: np.ndarray) -> np.ndarray:
     """``(1 + b) * P * R / (b * P + R)`` with ``b = BETA``, 0 where ``P * R == 0`` (float64, any
     shape; PySODMetrics' operation order)."""
     numerator = (1 + BETA) * precision * recall
-    denominator = torch.where(numerator == 0, 1.0, BETA * precision + recall)
+    denominator = np.where(numerator == 0, 1.0, BETA * precision + recall)
     return numerator / denominator
 
 
@@ -56,21 +55,22 @@ class FmeasureAccumulator(CurveAccumulator):
     CURVES: ClassVar[tuple[str, ...]] = ("precision", "recall", "fmeasure")
     SUMMARY_CURVE: ClassVar[str] = "fmeasure"
 
-    def scores(self, batch: PreparedBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def scores(self, batch: Any) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """Per-image adaptive F (B) and ``precision``, ``recall``, ``fmeasure`` curves (B x 256,
-        index i: threshold 255 - i), float64."""
-        gt_count = batch.gt_count.to(torch.float64).clamp(min=1.0)
+        index i: threshold 255 - i), float64, from the level histograms ``batch.stats``."""
+        stats = batch.stats
+        gt_count = np.maximum(stats.gt_count, 1).astype(np.float64)
 
-        selected = batch.adaptive_counts  # B x 2: background, foreground
-        intersection = selected[:, 1].to(torch.float64)
-        positives = selected.sum(dim=1).to(torch.float64)
-        precision = intersection / positives.clamp(min=1.0)
+        selected = stats.adaptive_counts  # B x 2: background, foreground
+        intersection = selected[:, 1].astype(np.float64)
+        positives = selected.sum(axis=1).astype(np.float64)
+        precision = intersection / np.maximum(positives, 1.0)
         recall = intersection / gt_count
-        adaptive = torch.where(intersection == 0, 0.0, f_beta(precision, recall))
+        adaptive = np.where(intersection == 0, 0.0, f_beta(precision, recall))
 
-        cumulative = batch.cumulative_counts  # B x 2 x 256
-        true_pos = cumulative[:, 1].to(torch.float64)
-        pred_pos = (cumulative[:, 0] + cumulative[:, 1]).clamp(min=1).to(torch.float64)
+        cumulative = stats.cumulative_counts  # B x 2 x 256
+        true_pos = cumulative[:, 1].astype(np.float64)
+        pred_pos = np.maximum(cumulative[:, 0] + cumulative[:, 1], 1).astype(np.float64)
         precision = true_pos / pred_pos
         recall = true_pos / gt_count[:, None]
         curves = {"precision": precision, "recall": recall, "fmeasure": f_beta(precision, recall)}

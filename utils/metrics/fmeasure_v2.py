@@ -32,9 +32,10 @@ from typing import ClassVar
 import numpy as np
 import torch
 
-from utils.metrics.base import Accumulator
+from utils.metrics.base import Accumulator, as_numpy
 from utils.metrics.fmeasure import BETA
-from utils.metrics.prepare import NUM_THRESHOLDS, PreparedBatch
+from utils.metrics.levels import NUM_THRESHOLDS
+from utils.metrics.prepare import PreparedBatch
 
 Confusion = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
 """``TP, FP, TN, FN`` as float64 tensors of one shape (exact integer values)."""
@@ -174,7 +175,7 @@ class FmeasureV2Accumulator(Accumulator):
         self.pooled = self._zeros(4)  # TP, FP, TN, FN of pred > 0.5 over all images
         self.count = self._zeros()
 
-    def state_tensors(self) -> list[torch.Tensor]:
+    def state_arrays(self) -> list[np.ndarray]:
         return [self.curve_sum, self.adaptive_sum, self.binary_sum, self.pooled, self.count]
 
     def update(self, batch: PreparedBatch) -> None:
@@ -186,17 +187,17 @@ class FmeasureV2Accumulator(Accumulator):
         binary = binary_positives(batch)
         binary_conf = confusion_from_positives(binary[:, 1], binary[:, 0], gt_count, n)
         # B x 256 x H -> H x 256 summed over images
-        self.curve_sum += handler_scores(dynamic, CURVE_HANDLERS).sum(0).T.to(self.device)
-        self.adaptive_sum += handler_scores(adaptive_conf, CURVE_HANDLERS).sum(0).to(self.device)
-        self.binary_sum += handler_scores(binary_conf, tuple(HANDLERS)).sum(0).to(self.device)
-        self.pooled += torch.stack([c.sum() for c in binary_conf]).to(self.device)
+        self.curve_sum += as_numpy(handler_scores(dynamic, CURVE_HANDLERS).sum(0).T)
+        self.adaptive_sum += as_numpy(handler_scores(adaptive_conf, CURVE_HANDLERS).sum(0))
+        self.binary_sum += as_numpy(handler_scores(binary_conf, tuple(HANDLERS)).sum(0))
+        self.pooled += as_numpy(torch.stack([c.sum() for c in binary_conf]))
         self.count += batch.batch_size
 
     def curves(self) -> dict[str, np.ndarray]:
         """Dataset-mean dynamic curves of :data:`CURVE_HANDLERS` (256 values each, index ``i``:
         threshold ``255 - i``); raises RuntimeError when no image was added."""
         self._check_not_empty()
-        mean = (self.curve_sum / self.count).cpu().numpy()
+        mean = self.curve_sum / self.count
         return dict(zip(CURVE_HANDLERS, mean, strict=True))
 
     def compute(self) -> dict[str, float]:
@@ -204,11 +205,11 @@ class FmeasureV2Accumulator(Accumulator):
         curves = self.curve_sum / self.count
         adaptive = (self.adaptive_sum / self.count).tolist()
         binary = (self.binary_sum / self.count).tolist()
-        pooled = handler_scores(tuple(self.pooled.unbind()), tuple(HANDLERS)).tolist()
+        pooled = handler_scores(tuple(torch.from_numpy(self.pooled)), tuple(HANDLERS)).tolist()
         results: dict[str, float] = {}
         for i, handler in enumerate(CURVE_HANDLERS):
-            results[f"max{handler}"] = curves[i].max().item()
-            results[f"mean{handler}"] = curves[i].mean().item()
+            results[f"max{handler}"] = float(curves[i].max())
+            results[f"mean{handler}"] = float(curves[i].mean())
             results[f"adp{handler}"] = adaptive[i]
         for i, handler in enumerate(HANDLERS):
             results[f"bin{handler}"] = binary[i]

@@ -29,12 +29,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
 from tqdm import tqdm
 
 from utils.io.images import IMAGE_EXTENSIONS, ImageNameClash, find_images
-from utils.metrics import ALL_METRIC_NAMES
 from utils.metrics.scoring import Pair, PairScorer
+
+REPORT_KEYS = (
+    "num_pairs",
+    "missing_predictions",
+    "unmatched_predictions",
+    "resized_predictions",
+    "unreadable",
+    "binary_01_masks",
+)
+"""The keys of a :func:`evaluate_folders` result that are not metrics."""
 
 
 class EvaluationError(ValueError):
@@ -112,16 +120,17 @@ def pair_files(
 class EvaluationSettings:
     """How :func:`evaluate_pairs` and :func:`evaluate_folders` score the pairs.
 
-    ``metrics``: the :class:`SODMetrics` names to compute (``None``: all, in its order; stored as
-    a tuple); ``device``: where the metrics are computed; ``batch_size``: pairs read and scored at
-    a time (>= 1); ``workers``: threads that read files when scoring in this process (0: read in
-    the calling thread); ``processes``: single-threaded worker processes that read and score
-    (CPU only, see :mod:`utils.metrics.scoring`; 1: score in this process); ``progress``: show a
-    tqdm bar. Raises ValueError for ``batch_size < 1``, ``workers < 0`` or ``processes < 1``.
+    ``metrics``: the metric names to compute (``None``: the defaults; stored as a tuple);
+    ``device``: where the metrics are computed (a string or a ``torch.device``);
+    ``batch_size``: pairs read and scored at a time (>= 1); ``workers``: threads that read files
+    when scoring in this process (0: read in the calling thread); ``processes``: single-threaded
+    worker processes that read and score (CPU only, see :mod:`utils.metrics.scoring`; 1: score in
+    this process); ``progress``: show a tqdm bar. Raises ValueError for ``batch_size < 1``,
+    ``workers < 0`` or ``processes < 1``.
     """
 
     metrics: Sequence[str] | None = None
-    device: torch.device | str = "cpu"
+    device: Any = "cpu"
     batch_size: int = 16
     workers: int = 4
     processes: int = 1
@@ -145,12 +154,12 @@ class EvaluationSettings:
 def evaluate_pairs(
     pairs: Sequence[Pair], settings: EvaluationSettings | None = None
 ) -> dict[str, Any]:
-    """Score ``pairs`` with :class:`SODMetrics` as ``settings`` say (default: all metrics, CPU).
+    """Score ``pairs`` as ``settings`` say (default: the default metrics, on the CPU).
 
     Files are read and scored ``settings.batch_size`` pairs at a time
-    (:class:`~utils.metrics.scoring.PairScorer`); :meth:`SODMetrics.update` gets them as lists,
+    (:class:`~utils.metrics.scoring.PairScorer`); :meth:`MetricSet.update` gets them as lists,
     which batches equal-size images and resizes a prediction to its GT's size (bilinear on the
-    0..255 values). Returns the metric values (in :class:`SODMetrics` order) and ``num_pairs``
+    0..255 values). Returns the metric values (in the metric set's order) and ``num_pairs``
     (pairs scored), ``resized_predictions`` (how many had another size than their GT),
     ``unreadable`` (the error message, naming the file, of every skipped pair) and
     ``binary_01_masks`` (how many GT masks scored were 0/1-encoded, read as 0/255).
@@ -184,7 +193,7 @@ def evaluate_folders(
     """Pair the files of two folders (:func:`pair_files`) and score them (:func:`evaluate_pairs`
     with ``settings``; default: all metrics, on the CPU).
 
-    Returns the JSON-ready result: every metric (in :class:`SODMetrics` order), ``num_pairs``,
+    Returns the JSON-ready result: every metric (in the metric set's order), ``num_pairs``,
     ``missing_predictions`` (GT files without a prediction), ``unmatched_predictions``
     (predictions without a GT file), ``resized_predictions``, ``unreadable`` and
     ``binary_01_masks``. Raises
@@ -199,9 +208,8 @@ def evaluate_folders(
             f"{unmatched[0]!r}); files are paired by relative path without extension"
         )
     result = evaluate_pairs(pairs, settings)
-    extras = ("num_pairs", "resized_predictions", "unreadable", "binary_01_masks")
     return {
-        **{name: value for name, value in result.items() if name not in extras},
+        **{name: value for name, value in result.items() if name not in REPORT_KEYS},
         "num_pairs": result["num_pairs"],
         "missing_predictions": missing,
         "unmatched_predictions": unmatched,
@@ -250,4 +258,4 @@ def print_report(
     print(f"{results['num_pairs']} pairs  (predictions: {pred_dir}, ground truth: {gt_dir})")
     if results["resized_predictions"]:
         print(f"{results['resized_predictions']} predictions resized to their ground truth's size")
-    print(format_table(results, [name for name in ALL_METRIC_NAMES if name in results]))
+    print(format_table(results, [name for name in results if name not in REPORT_KEYS]))

@@ -33,8 +33,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from utils.metrics.base import Accumulator
-from utils.metrics.prepare import NUM_THRESHOLDS, PreparedBatch
+from utils.metrics.base import Accumulator, as_numpy
+from utils.metrics.levels import NUM_THRESHOLDS
+from utils.metrics.prepare import PreparedBatch
 
 NUM_SCALES = 10
 """Cell sizes ``2^0 .. 2^9``."""
@@ -156,20 +157,20 @@ class MSIoUAccumulator(Accumulator):
         self.binary_sum = self._zeros()
         self.count = self._zeros()
 
-    def state_tensors(self) -> list[torch.Tensor]:
+    def state_arrays(self) -> list[np.ndarray]:
         return [self.curve_sum, self.adaptive_sum, self.binary_sum, self.count]
 
     def update(self, batch: PreparedBatch) -> None:
         gt_levels = gt_pyramid(batch.gt)
         adaptive = _pixel_mask(batch, batch.adaptive_selection.bool())
         binary = _pixel_mask(batch, batch.lut > 0.5)
-        self.adaptive_sum += multiscale_iou(adaptive, 1, gt_levels).sum().to(self.device)
-        self.binary_sum += multiscale_iou(binary, 1, gt_levels).sum().to(self.device)
+        self.adaptive_sum += as_numpy(multiscale_iou(adaptive, 1, gt_levels).sum())
+        self.binary_sum += as_numpy(multiscale_iou(binary, 1, gt_levels).sum())
         bins = (batch.lut * 255.0).to(torch.int64).clamp_(0, NUM_THRESHOLDS - 1)  # B x 256
         for i in range(batch.batch_size):
             quantised = bins[i][batch.pred_uint8[i].to(torch.int64)]  # H x W
             levels = [level[i : i + 1] for level in gt_levels]
-            self.curve_sum += self._curve(quantised, levels).to(self.device)
+            self.curve_sum += as_numpy(self._curve(quantised, levels))
         self.count += batch.batch_size
 
     @staticmethod
@@ -196,14 +197,14 @@ class MSIoUAccumulator(Accumulator):
         """The dataset-mean dynamic curve (257 values, index ``t``: threshold ``t``); raises
         RuntimeError when no image was added."""
         self._check_not_empty()
-        return (self.curve_sum / self.count).cpu().numpy()
+        return self.curve_sum / self.count
 
     def compute(self) -> dict[str, float]:
         self._check_not_empty()
         curve = self.curve_sum / self.count
         return {
-            "maxMSIoU": curve.max().item(),
-            "meanMSIoU": curve.mean().item(),
-            "adpMSIoU": (self.adaptive_sum / self.count).item(),
-            "binMSIoU": (self.binary_sum / self.count).item(),
+            "maxMSIoU": float(curve.max()),
+            "meanMSIoU": float(curve.mean()),
+            "adpMSIoU": float(self.adaptive_sum / self.count),
+            "binMSIoU": float(self.binary_sum / self.count),
         }

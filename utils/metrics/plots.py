@@ -1,9 +1,9 @@
 """The benchmark's curves: per dataset, precision-recall and F-measure-vs-threshold, one line per
 method, as PNG and PDF (matplotlib with its headless ``Agg`` backend).
 
-The curves are :meth:`SODMetrics.curves`: dataset means over images of the 256 thresholds of
-PySODMetrics (index ``i``: a pixel is positive when its 8-bit stretched value is at least
-``255 - i``), as PySODEvalToolkit plots them.
+The curves are :meth:`~utils.metrics.metric_set.MetricSet.curves`: dataset means over images of the
+256 thresholds of PySODMetrics (index ``i``: a pixel is positive when its 8-bit stretched value is
+at least ``255 - i``), as PySODEvalToolkit plots them.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""Shared preparation of 8-bit maps and masks, identical to PySODMetrics' ``prepare_data``."""
+"""Shared preparation of 8-bit maps and masks given as torch tensors, identical to PySODMetrics'
+``prepare_data`` (:class:`PreparedBatch`), and the conversion of inputs to them."""
 
 from __future__ import annotations
 
@@ -8,22 +9,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-NUM_LEVELS = 256
-"""Number of levels of an 8-bit map."""
-
-NUM_THRESHOLDS = 256
-"""Number of thresholds of the dynamic curves (F-measure, precision/recall, E-measure)."""
-
-EPS = 2.0**-52
-"""PySODMetrics' ``EPS = np.spacing(1)`` (``py_sod_metrics/utils.py``; MATLAB's ``eps``, equal to
-``np.finfo(np.float64).eps``): the guard added to the denominators of the S-measure, E-measure
-and weighted F-measure."""
-
-
-# PySODMetrics' adaptive threshold ``min(2 * np.mean(pred), 1)`` depends on the float64 rounding
-# of ``np.mean``. Whenever a level present in the image lies this close to twice the mean, the
-# mean is recomputed with numpy (same array layout, hence the same summation order).
-TIE_TOLERANCE = 1e-9
+from utils.metrics.levels import NUM_LEVELS, LevelStats
+from utils.metrics.numpy_batch import NumpyBatch
 
 ArrayLike = np.ndarray | torch.Tensor
 
@@ -31,17 +18,6 @@ ArrayLike = np.ndarray | torch.Tensor
 # --------------------------------------------------------------------------------------------
 # Input conversion
 # --------------------------------------------------------------------------------------------
-
-
-def divide(x: torch.Tensor, divisor: float | torch.Tensor) -> torch.Tensor:
-    """IEEE division ``x / divisor``, correctly rounded on every device.
-
-    On CUDA, dividing by a Python scalar is computed as a multiplication by the reciprocal, which
-    can differ from numpy by one ulp; dividing by a tensor on the same device does not.
-    """
-    if not isinstance(divisor, torch.Tensor):
-        divisor = torch.tensor(divisor, dtype=x.dtype, device=x.device)
-    return x / divisor
 
 
 def prob_to_uint8(prob: torch.Tensor) -> torch.Tensor:
@@ -62,17 +38,6 @@ def as_tensor(x: ArrayLike, device: torch.device) -> torch.Tensor:
     if isinstance(x, np.ndarray):
         return torch.from_numpy(np.ascontiguousarray(x)).to(device)
     raise TypeError(f"expected a numpy array or a torch tensor, got {type(x).__name__}")
-
-
-def as_bhw(x: torch.Tensor, what: str) -> torch.Tensor:
-    """Reshape HxW, BxHxW or Bx1xHxW to BxHxW."""
-    if x.dim() == 2:
-        return x.unsqueeze(0)
-    if x.dim() == 3:
-        return x
-    if x.dim() == 4 and x.shape[1] == 1:
-        return x[:, 0]
-    raise ValueError(f"{what} must be HxW, BxHxW or Bx1xHxW, got shape {tuple(x.shape)}")
 
 
 def pred_to_uint8(pred: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -105,24 +70,22 @@ def gt_to_mask(gt: torch.Tensor) -> torch.Tensor:
 
 
 class PreparedBatch:
-    """A batch of 8-bit maps and masks, prepared once and shared by all accumulators.
+    """A batch of 8-bit maps and masks (torch tensors), prepared once and shared by all
+    accumulators.
 
     Built from ``pred_uint8`` (BxHxW uint8) and ``gt`` (BxHxW bool, the ``gt_uint8 > 128`` of
     PySODMetrics); raises TypeError for other dtypes and ValueError for other shapes or an empty
-    batch. Everything else is a property computed on first access, on their device, and cached:
+    batch. Everything else is computed on first access and cached:
 
-    * ``level_counts``: Bx2x256 int64, pixels of each ground-truth class at each 8-bit level;
-    * ``lut``: Bx256 float64, the prepared value of each 8-bit level (PySODMetrics' stretch);
+    * ``stats``: the level histograms (counted on the tensors' device) and what follows from
+      them, in numpy (:class:`~utils.metrics.levels.LevelStats`); the same quantities as tensors
+      on the batch's device: ``level_counts``, ``gt_count``, ``lut``, ``mean``,
+      ``adaptive_selection`` (int64 0/1), ``adaptive_counts``, ``cumulative_counts``;
     * ``pred``: BxHxW float64, the prepared map itself (``lut[pred_uint8]``);
-    * ``mean``: B float64, the mean of ``pred`` rounded as ``np.mean`` where it matters;
-    * ``adaptive_selection`` / ``adaptive_counts``: the levels at or above each image's adaptive
-      threshold ``min(2 * mean, 1)`` and the pixels they hold, per ground-truth class;
-    * ``cumulative_counts``: Bx2x256 int64, the pixels at or above each of the 256 thresholds of
-      the dynamic curves, per ground-truth class.
-
-    Metrics that only depend on the value of each pixel (MAE, F-measure, E-measure, binary) work
-    on these 256-level histograms instead of the pixels; the others (S-measure, weighted F) also
-    use ``pred`` or the masks.
+    * :attr:`split_point`, :meth:`quadrant_counts` and :meth:`weighted_f`, the per-pixel
+      statistics of the S-measure and the weighted F-measure, as numpy arrays: on the CPU those
+      of :class:`~utils.metrics.numpy_batch.NumpyBatch` on the same memory, on a GPU computed
+      there.
     """
 
     def __init__(self, pred_uint8: torch.Tensor, gt: torch.Tensor) -> None:
@@ -140,11 +103,14 @@ class PreparedBatch:
         self.batch_size = int(gt.shape[0])
         self.num_pixels = int(gt.shape[1] * gt.shape[2])
         self.device = gt.device
+        self._cpu = NumpyBatch(pred_uint8.numpy(), gt.numpy()) if gt.device.type == "cpu" else None
 
     @cached_property
     def level_counts(self) -> torch.Tensor:
         """Bx2x256 int64: background (``[:, 0]``) and foreground (``[:, 1]``) pixels at each
         8-bit level."""
+        if self._cpu is not None:
+            return torch.from_numpy(self._cpu.stats.counts)
         # One bincount over (image, gt, level); int32 halves the memory traffic of the index.
         index = self.gt.to(torch.int32) * NUM_LEVELS
         index += self.pred_uint8
@@ -154,75 +120,50 @@ class PreparedBatch:
         return counts.view(self.batch_size, 2, NUM_LEVELS)
 
     @cached_property
+    def stats(self) -> LevelStats:
+        """The level histograms and what follows from them, in numpy."""
+        if self._cpu is not None:
+            return self._cpu.stats
+        return LevelStats(
+            self.level_counts.cpu().numpy(),
+            self.num_pixels,
+            lambda i: float(np.mean(self.pred_image(i).cpu().numpy())),
+        )
+
+    def _on_device(self, values: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(values).to(self.device)
+
+    @cached_property
     def gt_count(self) -> torch.Tensor:
         """Foreground pixels per image (int64, B)."""
-        return self.level_counts[:, 1].sum(dim=1)
+        return self._on_device(self.stats.gt_count)
 
     @cached_property
     def lut(self) -> torch.Tensor:
-        """Bx256 float64: the value of each 8-bit level in PySODMetrics' prepared map,
-        ``p = level / 255`` stretched to ``(p - p.min()) / (p.max() - p.min())`` over the levels
-        present in the image (a constant map keeps ``level / 255``). ``lut[b, u]`` is
-        bit-identical to numpy's per-pixel computation; levels absent from the image may fall
-        outside ``[0, 1]``."""
-        present = self.level_counts.sum(dim=1) > 0  # B x 256
-        levels = torch.arange(NUM_LEVELS, device=self.device)
-        lowest = torch.where(present, levels, NUM_LEVELS).amin(dim=1)
-        highest = torch.where(present, levels, -1).amax(dim=1)
-        scaled = divide(levels.to(torch.float64), 255.0)  # exactly numpy's pred / 255
-        lo, hi = scaled[lowest][:, None], scaled[highest][:, None]
-        constant = hi == lo
-        # For constant maps (p - 0) / 1 == p exactly, so one expression covers both cases.
-        lo = torch.where(constant, 0.0, lo)
-        span = torch.where(constant, 1.0, hi - lo)
-        return divide(scaled[None, :] - lo, span)
+        """Bx256 float64: the prepared value of each 8-bit level (:attr:`LevelStats.lut`)."""
+        return self._on_device(self.stats.lut)
 
     @cached_property
     def mean(self) -> torch.Tensor:
         """Per-image mean of ``pred`` (B float64), rounded as ``np.mean`` where it matters."""
-        counts = self.level_counts.sum(dim=1)  # B x 256
-        lut = self.lut
-        mean = divide((counts.to(torch.float64) * lut).sum(dim=1), float(self.num_pixels))
-        # The rounding only matters (for the adaptive thresholds) when a level present in the
-        # image is (nearly) equal to 2 * mean; then the mean is recomputed exactly as
-        # PySODMetrics does. A zero mean (all-zero map) is exact in any summation order.
-        near = ((lut - 2.0 * mean[:, None]).abs() <= TIE_TOLERANCE) & (counts > 0)
-        for i in torch.nonzero(near.any(dim=1) & (mean > 0)).flatten().tolist():
-            mean[i] = float(np.mean(self.pred_image(i).cpu().numpy()))
-        return mean
+        return self._on_device(self.stats.mean)
 
     @cached_property
     def adaptive_selection(self) -> torch.Tensor:
-        """Bx256 int64, 1 for the 8-bit levels at or above the image's adaptive threshold.
-
-        The threshold of PySODMetrics' adaptive F- and E-measure is ``min(2 * mean(pred), 1)``
-        (see :attr:`mean` for its rounding); binarising ``pred >= threshold`` selects whole
-        levels, those with ``lut >= threshold``.
-        """
-        threshold = (2.0 * self.mean).clamp(max=1.0)
-        return (self.lut >= threshold[:, None]).to(torch.int64)
+        """Bx256 int64, 1 for the 8-bit levels at or above the image's adaptive threshold
+        (:attr:`LevelStats.adaptive_selection`)."""
+        return self._on_device(self.stats.adaptive_selection.astype(np.int64))
 
     @cached_property
     def adaptive_counts(self) -> torch.Tensor:
-        """Bx2 int64: background (``[:, 0]``) and foreground (``[:, 1]``) pixels that the adaptive
-        threshold binarises as positive (see :attr:`adaptive_selection`)."""
-        return (self.level_counts * self.adaptive_selection[:, None, :]).sum(dim=2)
+        """Bx2 int64: pixels of each class that the adaptive threshold binarises as positive."""
+        return self._on_device(self.stats.adaptive_counts)
 
     @cached_property
     def cumulative_counts(self) -> torch.Tensor:
-        """Bx2x256 int64: ``[:, g, i]`` is the number of pixels of ground-truth class ``g``
-        (0: background, 1: foreground) with ``trunc(pred * 255) >= 255 - i``.
-
-        These are the positives of the 256 thresholds of PySODMetrics' dynamic curves, in its
-        order (index 0: threshold 255, index 255: threshold 0, every pixel): the histogram of
-        ``q = trunc(pred * 255)`` (numpy's ``astype(np.uint8)``), cumulated from bin 255 down.
-        """
-        counts = self.level_counts
-        # Levels outside the image's [min, max] have no pixels; clamp their bins into range.
-        bins = (self.lut * 255.0).to(torch.int64).clamp_(0, NUM_THRESHOLDS - 1)
-        bins = bins[:, None, :].expand_as(counts)
-        hist = torch.zeros_like(counts).scatter_add_(2, bins, counts)
-        return hist.flip(-1).cumsum(-1)
+        """Bx2x256 int64: pixels of each class at or above each of the 256 thresholds of the
+        dynamic curves (:attr:`LevelStats.cumulative_counts`)."""
+        return self._on_device(self.stats.cumulative_counts)
 
     def pred_image(self, index: int) -> torch.Tensor:
         """The float64 prepared map (HxW) of one image."""
@@ -233,6 +174,65 @@ class PreparedBatch:
         """BxHxW float64: PySODMetrics' prepared map, ``lut[pred_uint8]`` image by image."""
         flat = self.pred_uint8.reshape(self.batch_size, -1).to(torch.int64)
         return self.lut.gather(1, flat).view(self.pred_uint8.shape)
+
+    @cached_property
+    def split_point(self) -> tuple[np.ndarray, np.ndarray]:
+        """The S-measure's ``(cy, cx)`` per image (int64, B; see
+        :func:`~utils.metrics.numpy_batch.split_point`)."""
+        if self._cpu is not None:
+            return self._cpu.split_point
+        cy, cx = _split_point(self.gt)
+        return cy.cpu().numpy(), cx.cpu().numpy()
+
+    def quadrant_counts(self) -> np.ndarray:
+        """Bx4x2x256 int64 level histograms of the quadrants at :attr:`split_point`."""
+        if self._cpu is not None:
+            return self._cpu.quadrant_counts()
+        cy, cx = (self._on_device(v) for v in self.split_point)
+        return _quadrant_counts(self, cy, cx).cpu().numpy()
+
+    def weighted_f(self) -> np.ndarray:
+        """Per-image weighted F-measure (B float64)."""
+        if self._cpu is not None:
+            return self._cpu.weighted_f()
+        from utils.metrics.weighted_f_torch import weighted_fmeasure
+
+        return weighted_fmeasure(self.pred, self.gt).cpu().numpy()
+
+
+def _split_point(gt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`~utils.metrics.numpy_batch.split_point` on the masks' device (int64 tensors)."""
+    _, h, w = gt.shape
+    as_bytes = gt.view(torch.uint8)  # summing bytes is faster than summing bools
+    row_counts = as_bytes.sum(dim=2, dtype=torch.int32).to(torch.int64)  # B x H
+    col_counts = as_bytes.sum(dim=1, dtype=torch.int32).to(torch.int64)  # B x W
+    total = row_counts.sum(dim=1).clamp(min=1).to(torch.float64)
+    rows = torch.arange(h, device=gt.device)
+    cols = torch.arange(w, device=gt.device)
+    # Index sums are exact in int64; one correctly rounded division (by a tensor: CUDA divides
+    # by a Python scalar as a multiplication by its reciprocal), as numpy's mean.
+    mean_row = (row_counts * rows).sum(dim=1).to(torch.float64) / total
+    mean_col = (col_counts * cols).sum(dim=1).to(torch.float64) / total
+    cy = torch.round(mean_row).to(torch.int64) + 1  # round half to even, like np.round
+    cx = torch.round(mean_col).to(torch.int64) + 1
+    return cy, cx
+
+
+def _quadrant_counts(batch: PreparedBatch, cy: torch.Tensor, cx: torch.Tensor) -> torch.Tensor:
+    """:func:`~utils.metrics.numpy_batch.quadrant_counts` on the batch's device (int64)."""
+    b, h, w = batch.gt.shape
+    device = batch.device
+    bottom = torch.arange(h, device=device)[None, :] >= cy[:, None]  # B x H
+    right = torch.arange(w, device=device)[None, :] >= cx[:, None]  # B x W
+    images = torch.arange(b, dtype=torch.int32, device=device)[:, None]
+    row_offset = (images * 4 + bottom.to(torch.int32) * 2) * (2 * NUM_LEVELS)
+    col_offset = right.to(torch.int32) * (2 * NUM_LEVELS)
+    index = batch.pred_uint8.to(torch.int32)  # B x H x W, built in place
+    index.add_(batch.gt.view(torch.uint8), alpha=NUM_LEVELS)
+    index += row_offset[:, :, None]
+    index += col_offset[:, None, :]
+    counts = torch.bincount(index.flatten(), minlength=b * 4 * 2 * NUM_LEVELS)
+    return counts.view(b, 4, 2, NUM_LEVELS)
 
 
 def prepare_batch(pred_uint8: torch.Tensor, gt_uint8: torch.Tensor) -> PreparedBatch:

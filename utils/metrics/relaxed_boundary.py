@@ -27,10 +27,11 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
-from utils.metrics.base import MeanScoreAccumulator
+from utils.metrics.base import MeanScoreAccumulator, as_numpy
 from utils.metrics.fmeasure import f_beta
 from utils.metrics.prepare import PreparedBatch
 
@@ -61,16 +62,19 @@ def near(points: torch.Tensor, radius: int = RHO) -> torch.Tensor:
     return counts[:, 0] > 0.5
 
 
-def relaxed_boundary_f(pred: torch.Tensor, gt: torch.Tensor, rho: int = RHO) -> torch.Tensor:
-    """Per-image relaxed boundary F-measure (B, float64) of binary masks ``pred`` and ``gt``
-    (B x H x W bool); see the module docstring for the definition and edge cases."""
+def relaxed_boundary_f(pred: torch.Tensor, gt: torch.Tensor, rho: int = RHO) -> np.ndarray:
+    """Per-image relaxed boundary F-measure (B, float64 numpy) of binary masks ``pred`` and
+    ``gt`` (B x H x W bool tensors); see the module docstring for the definition and edge
+    cases."""
     pred_edge, gt_edge = boundary(pred), boundary(gt)
-    pred_count = pred_edge.sum(dim=(1, 2)).to(torch.float64)
-    gt_count = gt_edge.sum(dim=(1, 2)).to(torch.float64)
-    precision = (pred_edge & near(gt_edge, rho)).sum(dim=(1, 2)) / pred_count.clamp(min=1.0)
-    recall = (gt_edge & near(pred_edge, rho)).sum(dim=(1, 2)) / gt_count.clamp(min=1.0)
-    score = f_beta(precision.to(torch.float64), recall.to(torch.float64))
-    return torch.where((pred_count == 0) & (gt_count == 0), 1.0, score)
+    pred_count = as_numpy(pred_edge.sum(dim=(1, 2))).astype(np.float64)
+    gt_count = as_numpy(gt_edge.sum(dim=(1, 2))).astype(np.float64)
+    pred_hits = as_numpy((pred_edge & near(gt_edge, rho)).sum(dim=(1, 2)))
+    gt_hits = as_numpy((gt_edge & near(pred_edge, rho)).sum(dim=(1, 2)))
+    precision = pred_hits / np.maximum(pred_count, 1.0)
+    recall = gt_hits / np.maximum(gt_count, 1.0)
+    score = f_beta(precision, recall)
+    return np.where((pred_count == 0) & (gt_count == 0), 1.0, score)
 
 
 class RelaxedBoundaryFAccumulator(MeanScoreAccumulator):
@@ -79,7 +83,7 @@ class RelaxedBoundaryFAccumulator(MeanScoreAccumulator):
 
     HIGHER_IS_BETTER: ClassVar[dict[str, bool]] = {"relaxFb": True}
 
-    def scores(self, batch: PreparedBatch) -> torch.Tensor:
+    def scores(self, batch: PreparedBatch) -> np.ndarray:
         """Per-image relaxed boundary F-measure (B, float64)."""
         positive = batch.lut > 0.5  # B x 256: levels binarised as foreground
         flat = batch.pred_uint8.reshape(batch.batch_size, -1).to(torch.int64)

@@ -3,10 +3,16 @@ single-threaded worker processes.
 
 Pairs are scored in chunks of ``batch_size`` pairs: each chunk is read (predictions with
 :func:`utils.io.images.read_grey`, masks with :func:`utils.io.images.read_mask_flagged`) and fed
-to a fresh :class:`SODMetrics`, whose state (sums and image counts) is then added to the
-running total in chunk order. The result is therefore the same, bit for bit, whatever the
-number of processes, and equal (up to float64 summation order) to one :class:`SODMetrics` fed
-every pair.
+to a fresh metric set (:func:`metric_set`), whose state (sums and image counts) is then added
+to the running total in chunk order. The result is therefore the same, bit for bit, whatever
+the number of processes, and equal (up to float64 summation order) to one
+:class:`~utils.metrics.sod.SODMetrics` fed every pair.
+
+On the CPU with the default metrics (or some of them), nothing here imports torch
+(:class:`~utils.metrics.metric_set.MetricSet`): a torch import costs a second of CPU time per
+process, as much as scoring hundreds of pairs. A chunk with a prediction of another size than
+its mask (resized by :class:`~utils.metrics.sod.SODMetrics`), the optional metrics and a GPU
+use :class:`~utils.metrics.sod.SODMetrics`; both give the same numbers.
 
 Why processes: on the CPU the metrics are many small operators per image, and splitting each
 operator over torch's threads costs a barrier per operator (on a busy machine, a wait for a
@@ -20,18 +26,20 @@ here.
 from __future__ import annotations
 
 import multiprocessing
+import os
+import sys
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 import numpy as np
-import torch
 
 from utils.io.images import read_grey, read_mask_flagged
-from utils.metrics import SODMetrics
+from utils.metrics.metric_set import DEFAULT_METRICS, MetricSet
 
 Pair = tuple[Path, Path]
 """``(prediction path, ground-truth path)``."""
@@ -39,8 +47,8 @@ Pair = tuple[Path, Path]
 
 @dataclass
 class ChunkScore:
-    """What scoring a chunk of pairs gave: the :meth:`SODMetrics.state_tensors` of the chunk
-    (as numpy arrays, to travel between processes; empty when nothing could be read),
+    """What scoring a chunk of pairs gave: the :meth:`MetricSet.state_arrays` of the chunk
+    (empty when nothing could be read),
     ``num_images`` scored, ``resized`` predictions (size unlike their GT's), ``binary_01`` masks
     (0/1-encoded, read as 0/255) and the ``unreadable`` messages (one per skipped pair, naming
     the file)."""
@@ -58,7 +66,7 @@ class PairScores:
     pair scored (``scorer.compute()``, ``scorer.curves()``), and the counts and messages of
     :class:`ChunkScore` summed over the chunks."""
 
-    scorer: SODMetrics
+    scorer: MetricSet
     resized: int = 0
     binary_01: int = 0
     unreadable: list[str] = field(default_factory=list)
@@ -67,17 +75,28 @@ class PairScores:
         """Add the state and counts of ``chunk`` (chunks must be added in a fixed order for
         reproducible float64 sums)."""
         if chunk.state:
-            add_state(self.scorer, chunk.state)
+            self.scorer.add_state(chunk.state)
         self.resized += chunk.resized
         self.binary_01 += chunk.binary_01
         self.unreadable += chunk.unreadable
 
 
-def add_state(scorer: SODMetrics, state: Sequence[np.ndarray]) -> None:
-    """Add ``state`` (arrays shaped as ``scorer.state_tensors()``, e.g. another scorer's of the
-    same metrics) to ``scorer``'s state in place: ``scorer`` then holds the images of both."""
-    for total, part in zip(scorer.state_tensors(), state, strict=True):
-        total += torch.from_numpy(part).to(total.device, total.dtype)
+def metric_set(
+    metrics: Sequence[str] | None, device: Any = "cpu", resize: bool = False
+) -> MetricSet:
+    """A fresh metric set of ``metrics`` (None: the defaults) on ``device`` (a string or a
+    ``torch.device``): :class:`MetricSet` (no torch) on the CPU for default metrics when no
+    prediction needs ``resize``-ing, :class:`~utils.metrics.sod.SODMetrics` otherwise (the
+    same state layout and numbers). Raises ValueError naming an unknown metric."""
+    if (
+        str(device) == "cpu"
+        and not resize
+        and set(metrics or DEFAULT_METRICS) <= set(DEFAULT_METRICS)
+    ):
+        return MetricSet(metrics)
+    from utils.metrics.sod import SODMetrics
+
+    return SODMetrics(device, metrics)
 
 
 def read_pair(pair: Pair) -> tuple[np.ndarray, np.ndarray, bool]:
@@ -91,12 +110,12 @@ def read_pair(pair: Pair) -> tuple[np.ndarray, np.ndarray, bool]:
 def score_chunk(
     chunk: Sequence[Pair],
     metrics: Sequence[str] | None,
-    device: torch.device | str = "cpu",
+    device: Any = "cpu",
     executor: ThreadPoolExecutor | None = None,
 ) -> ChunkScore:
     """Read the pairs of ``chunk`` (in ``executor``'s threads, or in this one when ``None``) and
-    score them with a fresh ``SODMetrics(device, metrics)``; unreadable pairs are skipped and
-    reported in the result."""
+    score them with a fresh :func:`metric_set` of ``metrics`` on ``device`` (a string or a
+    ``torch.device``); unreadable pairs are skipped and reported in the result."""
     reads: list[Callable[[], tuple[np.ndarray, np.ndarray, bool]]] = (
         [executor.submit(read_pair, pair).result for pair in chunk]
         if executor
@@ -116,9 +135,9 @@ def score_chunk(
         result.binary_01 += flagged
         result.resized += pred.shape != gt.shape
     if preds:
-        scorer = SODMetrics(device, metrics)
+        scorer = metric_set(metrics, device, resize=result.resized > 0)
         scorer.update(preds, gts)
-        result.state = [t.cpu().numpy() for t in scorer.state_tensors()]
+        result.state = scorer.state_arrays()
         result.num_images = scorer.num_images
     return result
 
@@ -127,11 +146,14 @@ _worker_metrics: Sequence[str] | None = None
 
 
 def _init_worker(metrics: Sequence[str] | None) -> None:
-    """Initialise a worker process: one torch thread, one OpenCV thread, the metric names."""
+    """Initialise a worker process: one OpenCV thread, one torch thread (also if torch is
+    imported later, for a chunk that needs it), the metric names."""
     global _worker_metrics
     import cv2
 
-    torch.set_num_threads(1)
+    os.environ["OMP_NUM_THREADS"] = "1"
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(1)
     cv2.setNumThreads(1)
     _worker_metrics = metrics
 
@@ -145,9 +167,10 @@ class PairScorer:
     (``processes > 1``) or its reader threads (``workers > 0``, used when scoring in this
     process).
 
-    ``metrics``: :class:`SODMetrics` names (None: its default); ``device``: where the metrics
-    are computed; ``batch_size``: pairs per chunk (>= 1); ``processes``: worker processes, used
-    on the CPU where ``fork`` exists (elsewhere chunks are scored in this process). Raises
+    ``metrics``: metric names (None: the defaults); ``device``: where the metrics are computed
+    (a string or a ``torch.device``); ``batch_size``: pairs per chunk (>= 1); ``processes``:
+    worker processes, used on the CPU where ``fork`` exists (elsewhere chunks are scored in this
+    process). Raises
     ValueError for a ``batch_size`` or ``processes`` below 1 or negative ``workers``. A worker
     process that dies (e.g. killed for memory) makes :meth:`score` raise
     ``concurrent.futures.process.BrokenProcessPool``.
@@ -156,7 +179,7 @@ class PairScorer:
     def __init__(
         self,
         metrics: Sequence[str] | None = None,
-        device: torch.device | str = "cpu",
+        device: Any = "cpu",
         batch_size: int = 16,
         processes: int = 1,
         workers: int = 0,
@@ -167,10 +190,10 @@ class PairScorer:
                 f"{processes}, {workers}"
             )
         self.metrics = None if metrics is None else tuple(metrics)
-        self.device = torch.device(device)
+        self.device = device
         self.batch_size = batch_size
         forkable = "fork" in multiprocessing.get_all_start_methods()
-        self.processes = processes if forkable and self.device.type == "cpu" else 1
+        self.processes = processes if forkable and str(device) == "cpu" else 1
         self._workers = workers
         self._pool: ProcessPoolExecutor | None = None
         self._readers: ThreadPoolExecutor | None = None
@@ -220,7 +243,7 @@ class PairScorer:
 
         The merged scorer may hold no image (``scorer.num_images == 0``) when none could be read.
         """
-        merged = PairScores(SODMetrics(self.device, self.metrics))
+        merged = PairScores(metric_set(self.metrics, self.device))
         for size, chunk in self._chunk_scores(pairs):
             merged.add(chunk)
             if progress is not None:

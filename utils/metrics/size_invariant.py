@@ -19,14 +19,15 @@ from typing import ClassVar
 import numpy as np
 import torch
 
-from utils.metrics.base import Accumulator, MeanScoreAccumulator
+from utils.metrics.base import Accumulator, MeanScoreAccumulator, as_numpy
 from utils.metrics.fmeasure_v2 import (
     HANDLERS,
     Confusion,
     confusion_from_positives,
     handler_scores,
 )
-from utils.metrics.prepare import NUM_LEVELS, NUM_THRESHOLDS, TIE_TOLERANCE, PreparedBatch
+from utils.metrics.levels import NUM_LEVELS, NUM_THRESHOLDS, TIE_TOLERANCE
+from utils.metrics.prepare import PreparedBatch
 
 MIN_AREA = 50
 """Smallest area (pixels) of a ground-truth component that is a target by itself."""
@@ -136,7 +137,7 @@ class SizeInvariantFmeasureV2Accumulator(Accumulator):
         self.targets = self._zeros()
         self.count = self._zeros()
 
-    def state_tensors(self) -> list[torch.Tensor]:
+    def state_arrays(self) -> list[np.ndarray]:
         return [self.image_sum, self.target_curve_sum, self.pooled, self.targets, self.count]
 
     def update(self, batch: PreparedBatch) -> None:
@@ -159,23 +160,23 @@ class SizeInvariantFmeasureV2Accumulator(Accumulator):
                 handler_scores(binary, names).mean(dim=0),
             ]
         )
-        self.image_sum += per_image.to(self.device)
-        self.target_curve_sum += curves.sum(dim=0).T.to(self.device)
-        self.pooled += torch.stack([c.sum() for c in binary]).to(self.device)
+        self.image_sum += as_numpy(per_image)
+        self.target_curve_sum += as_numpy(curves.sum(dim=0).T)
+        self.pooled += as_numpy(torch.stack([c.sum() for c in binary]))
         self.targets += curves.shape[0]
 
     def compute(self) -> dict[str, float]:
         self._check_not_empty()
         per_image = (self.image_sum / self.count).tolist()
         curves = self.target_curve_sum / self.targets
-        pooled = handler_scores(tuple(self.pooled.unbind()), tuple(HANDLERS)).tolist()
+        pooled = handler_scores(tuple(torch.from_numpy(self.pooled)), tuple(HANDLERS)).tolist()
         results: dict[str, float] = {}
         for v, variant in enumerate(("max", "mean", "adp", "bin")):
             for k, handler in enumerate(HANDLERS):
                 results[f"si_{variant}{handler}"] = per_image[v][k]
         for k, handler in enumerate(HANDLERS):
-            results[f"si_max{handler}_pooled"] = curves[k].max().item()
-            results[f"si_mean{handler}_pooled"] = curves[k].mean().item()
+            results[f"si_max{handler}_pooled"] = float(curves[k].max())
+            results[f"si_mean{handler}_pooled"] = float(curves[k].mean())
             results[f"si_bin{handler}_pooled"] = pooled[k]
         return results
 

@@ -1,31 +1,31 @@
-"""S-measure (structure measure), computed from per-image and per-quadrant level histograms."""
+"""S-measure (structure measure), computed from per-image and per-quadrant level histograms
+(numpy)."""
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
-import torch
 
-from utils.metrics.base import MeanScoreAccumulator
-from utils.metrics.prepare import EPS, NUM_LEVELS, PreparedBatch, divide
+from utils.metrics.base import MeanScoreAccumulator, as_numpy
+from utils.metrics.levels import EPS
 
 ALPHA = 0.5
 """Weight of the object term (``1 - ALPHA`` weighs the region term), PySODMetrics' ``alpha``."""
 
 
-def _object_similarity(counts: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+def _object_similarity(counts: np.ndarray, values: np.ndarray) -> np.ndarray:
     """Object score ``2 m / (m^2 + 1 + s + eps)`` of the pixels of one class, from a histogram.
 
     ``counts`` (B x 256, float64) is the number of pixels at each level and ``values`` (B x 256)
     the value of that level; ``m`` is their mean and ``s`` their standard deviation with
     ``ddof=1`` (0 for a single pixel). Images without such pixels give a meaningless value.
     """
-    n = counts.sum(dim=1)
-    mean = (counts * values).sum(dim=1) / n.clamp(min=1.0)
+    n = counts.sum(axis=1)
+    mean = (counts * values).sum(axis=1) / np.maximum(n, 1.0)
     deviation = values - mean[:, None]
-    variance = (counts * deviation * deviation).sum(dim=1) / (n - 1.0).clamp(min=1.0)
-    std = torch.where(n > 1, variance.sqrt(), 0.0)
+    variance = (counts * deviation * deviation).sum(axis=1) / np.maximum(n - 1.0, 1.0)
+    std = np.where(n > 1, np.sqrt(variance), 0.0)
     return 2.0 * mean / (mean * mean + 1.0 + std + EPS)
 
 
@@ -63,116 +63,77 @@ class SmeasureAccumulator(MeanScoreAccumulator):
 
     HIGHER_IS_BETTER: ClassVar[dict[str, bool]] = {"Sm": True}
 
-    def __init__(self, device: torch.device | str = "cpu", alpha: float = ALPHA) -> None:
+    def __init__(self, alpha: float = ALPHA) -> None:
         self.alpha = float(alpha)
-        super().__init__(device)
+        super().__init__()
 
     # ----------------------------------------------------------------------------------------
     # Region term
     # ----------------------------------------------------------------------------------------
 
-    @staticmethod
-    def _split_point(gt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(cy, cx)`` per image (int64): rounded foreground centroid plus one."""
-        _, h, w = gt.shape
-        device = gt.device
-        as_bytes = gt.view(torch.uint8)  # summing bytes is faster than summing bools
-        row_counts = as_bytes.sum(dim=2, dtype=torch.int32).to(torch.int64)  # B x H
-        col_counts = as_bytes.sum(dim=1, dtype=torch.int32).to(torch.int64)  # B x W
-        total = row_counts.sum(dim=1).clamp(min=1).to(torch.float64)
-        rows = torch.arange(h, device=device)
-        cols = torch.arange(w, device=device)
-        # Index sums are exact in int64; one correctly rounded division, as numpy's mean.
-        mean_row = divide((row_counts * rows).sum(dim=1).to(torch.float64), total)
-        mean_col = divide((col_counts * cols).sum(dim=1).to(torch.float64), total)
-        cy = torch.round(mean_row).to(torch.int64) + 1  # round half to even, like np.round
-        cx = torch.round(mean_col).to(torch.int64) + 1
-        return cy, cx
-
-    @staticmethod
-    def _quadrant_counts(batch: PreparedBatch, cy: torch.Tensor, cx: torch.Tensor) -> torch.Tensor:
-        """B x 4 x 2 x 256 int64: pixels per (quadrant, ground truth, level).
-
-        Quadrants in the order top-left, top-right, bottom-left, bottom-right.
-        """
-        b, h, w = batch.gt.shape
-        device = batch.device
-        bottom = torch.arange(h, device=device)[None, :] >= cy[:, None]  # B x H
-        right = torch.arange(w, device=device)[None, :] >= cx[:, None]  # B x W
-        images = torch.arange(b, dtype=torch.int32, device=device)[:, None]
-        row_offset = (images * 4 + bottom.to(torch.int32) * 2) * (2 * NUM_LEVELS)
-        col_offset = right.to(torch.int32) * (2 * NUM_LEVELS)
-        index = batch.pred_uint8.to(torch.int32)  # B x H x W, built in place
-        index.add_(batch.gt.view(torch.uint8), alpha=NUM_LEVELS)
-        index += row_offset[:, :, None]
-        index += col_offset[:, None, :]
-        counts = torch.bincount(index.flatten(), minlength=b * 4 * 2 * NUM_LEVELS)
-        return counts.view(b, 4, 2, NUM_LEVELS)
-
-    def _region(self, batch: PreparedBatch) -> torch.Tensor:
+    def _region(self, batch: Any) -> np.ndarray:
         """Region term per image (meaningless for images with an empty or full ground truth)."""
         _, h, w = batch.gt.shape
-        cy, cx = self._split_point(batch.gt)
-        counts = self._quadrant_counts(batch, cy, cx).to(torch.float64)
-        lut = batch.lut[:, None, :]  # B x 1 x 256
+        cy, cx = batch.split_point
+        counts = batch.quadrant_counts().astype(np.float64)
+        lut = batch.stats.lut[:, None, :]  # B x 1 x 256
         background, foreground = counts[:, :, 0], counts[:, :, 1]  # B x 4 x 256
         pixels = background + foreground
-        n = pixels.sum(dim=2)  # B x 4
-        k = foreground.sum(dim=2)
-        safe_n = n.clamp(min=1.0)
+        n = pixels.sum(axis=2)  # B x 4
+        k = foreground.sum(axis=2)
+        safe_n = np.maximum(n, 1.0)
 
-        x = (pixels * lut).sum(dim=2) / safe_n
+        x = (pixels * lut).sum(axis=2) / safe_n
         y = k / safe_n
         denominator = n - 1.0 + EPS
         deviation = lut - x[:, :, None]
-        sigma_x = (pixels * deviation * deviation).sum(dim=2) / denominator
+        sigma_x = (pixels * deviation * deviation).sum(axis=2) / denominator
         sigma_y = (k * (1.0 - y) * (1.0 - y) + (n - k) * y * y) / denominator
         sigma_xy = (
-            (foreground * deviation).sum(dim=2) * (1.0 - y)
-            + (background * deviation).sum(dim=2) * (0.0 - y)
+            (foreground * deviation).sum(axis=2) * (1.0 - y)
+            + (background * deviation).sum(axis=2) * (0.0 - y)
         ) / denominator
         a = 4.0 * x * y * sigma_xy
         b = (x * x + y * y) * (sigma_x + sigma_y)
         # With a partial ground truth b > 0, so the score is continuous in a.
-        mixed = torch.where(a != 0, a / (b + EPS), 0.0)
+        mixed = np.where(a != 0, a / (b + EPS), 0.0)
 
         # With a uniform ground truth a == 0, and b == 0 exactly when the computed mean of the
         # prediction equals every value: the prediction is constant and np.mean is exact.
         present = pixels > 0
-        constant = present.sum(dim=2) == 1
-        value = torch.where(present, lut, 0.0).sum(dim=2)  # the level of a constant quadrant
+        constant = present.sum(axis=2) == 1
+        value = np.where(present, lut, 0.0).sum(axis=2)  # the level of a constant quadrant
         uniform_gt = (k == 0) | (k == n)
         exact = (value == 0) | (value == 1) | (n == 1)
-        uniform = (constant & exact).to(torch.float64)
+        uniform = (constant & exact).astype(np.float64)
         check = uniform_gt & constant & ~exact
-        if bool(check.any()):
-            uniform = uniform.clone()
+        if check.any():
             self._numpy_mean_check(batch, cy, cx, value, check, uniform)
 
-        score = torch.where(uniform_gt, uniform, mixed)
-        score = torch.where(n > 0, score, 0.0)  # empty quadrant (PySODMetrics: NaN)
+        score = np.where(uniform_gt, uniform, mixed)
+        score = np.where(n > 0, score, 0.0)  # empty quadrant (PySODMetrics: NaN)
 
-        area = torch.tensor(float(h * w), dtype=torch.float64, device=batch.device)
-        w_lt = divide((cx * cy).to(torch.float64), area)
-        w_rt = divide((cy * (w - cx)).to(torch.float64), area)
-        w_lb = divide(((h - cy) * cx).to(torch.float64), area)
+        area = float(h * w)
+        w_lt = (cx * cy) / area
+        w_rt = (cy * (w - cx)) / area
+        w_lb = ((h - cy) * cx) / area
         w_rb = 1.0 - w_lt - w_rt - w_lb
         return score[:, 0] * w_lt + score[:, 1] * w_rt + score[:, 2] * w_lb + score[:, 3] * w_rb
 
     @staticmethod
     def _numpy_mean_check(
-        batch: PreparedBatch,
-        cy: torch.Tensor,
-        cx: torch.Tensor,
-        value: torch.Tensor,
-        check: torch.Tensor,
-        uniform: torch.Tensor,
+        batch: Any,
+        cy: np.ndarray,
+        cx: np.ndarray,
+        value: np.ndarray,
+        check: np.ndarray,
+        uniform: np.ndarray,
     ) -> None:
         """Set ``uniform[i, q]`` to 1 where ``np.mean`` of the quadrant equals its value."""
         images: dict[int, np.ndarray] = {}
-        for i, q in torch.nonzero(check).tolist():
+        for i, q in np.argwhere(check).tolist():
             if i not in images:
-                images[i] = batch.pred_image(i).cpu().numpy()
+                images[i] = as_numpy(batch.pred_image(i))
             row, col = int(cy[i]), int(cx[i])
             rows = slice(0, row) if q < 2 else slice(row, None)
             cols = slice(0, col) if q % 2 == 0 else slice(col, None)
@@ -183,19 +144,20 @@ class SmeasureAccumulator(MeanScoreAccumulator):
     # Per-image score
     # ----------------------------------------------------------------------------------------
 
-    def scores(self, batch: PreparedBatch) -> torch.Tensor:
-        """Per-image S-measure (B, float64, on the batch's device)."""
-        counts = batch.level_counts.to(torch.float64)  # B x 2 x 256: background, foreground
-        lut = batch.lut
-        num_pixels = torch.tensor(float(batch.num_pixels), dtype=torch.float64, device=batch.device)
-        gt_count = batch.gt_count
-        mean_pred = divide((counts.sum(dim=1) * lut).sum(dim=1), num_pixels)
-        y = divide(gt_count.to(torch.float64), num_pixels)
+    def scores(self, batch: Any) -> np.ndarray:
+        """Per-image S-measure (B, float64)."""
+        stats = batch.stats
+        counts = stats.counts.astype(np.float64)  # B x 2 x 256: background, foreground
+        lut = stats.lut
+        num_pixels = float(stats.num_pixels)
+        gt_count = stats.gt_count
+        mean_pred = (counts.sum(axis=1) * lut).sum(axis=1) / num_pixels
+        y = gt_count / num_pixels
 
         fg_score = _object_similarity(counts[:, 1], lut)
         bg_score = _object_similarity(counts[:, 0], 1.0 - lut)
         object_score = fg_score * y + bg_score * (1.0 - y)
         combined = object_score * self.alpha + self._region(batch) * (1.0 - self.alpha)
-        sm = combined.clamp(min=0.0)
-        sm = torch.where(gt_count == batch.num_pixels, mean_pred, sm)
-        return torch.where(gt_count == 0, 1.0 - mean_pred, sm)
+        sm = np.maximum(combined, 0.0)
+        sm = np.where(gt_count == stats.num_pixels, mean_pred, sm)
+        return np.where(gt_count == 0, 1.0 - mean_pred, sm)

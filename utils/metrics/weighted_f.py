@@ -1,11 +1,12 @@
-"""Weighted F-measure (Margolin et al., CVPR 2014), batched in torch.
+"""Weighted F-measure (Margolin et al., CVPR 2014): the definition, its CPU computation in numpy
+and OpenCV (no torch), and :class:`WeightedFAccumulator`.
 
 Per image, as PySODMetrics 1.6.2 ``WeightedFmeasure`` (``beta = 1``), with ``pred`` the prepared
 float64 map and ``gt`` the boolean mask:
 
 * ``D, (iy, ix)``: Euclidean distance of every pixel to the nearest foreground pixel, and that
-  pixel (:func:`foreground_edt`, the ``distance_transform_edt(gt == 0, return_indices=True)`` of
-  the reference; foreground pixels are at distance 0 of themselves);
+  pixel (the reference's ``distance_transform_edt(gt == 0, return_indices=True)``; foreground
+  pixels are at distance 0 of themselves);
 * ``E = |pred - gt|`` and ``Et = E[iy, ix]`` (background pixels take the error of their nearest
   foreground pixel);
 * ``EA``: ``Et`` filtered by the 7x7 Gaussian of sigma 5 (MATLAB's ``fspecial``), zero padding;
@@ -13,30 +14,43 @@ float64 map and ``gt`` the boolean mask:
   ``B = 2 - exp(log(0.5) / 5 * D)`` on the background, 1 on the foreground;
 * ``TPw = #gt - sum(Ew[gt])``, ``FPw = sum(Ew[~gt])``, ``R = 1 - mean(Ew[gt])``,
   ``P = TPw / (TPw + FPw + eps)`` and ``wF = (1 + beta) * R * P / (R + beta * P + eps)`` with
-  ``eps = np.spacing(1)`` (:data:`utils.metrics.prepare.EPS`).
+  ``eps = np.spacing(1)`` (:data:`utils.metrics.levels.EPS`).
 
 An image without foreground scores 0 (as the reference). Otherwise no NaN can arise (neither
 here nor in the reference): ``Ew <= 1`` on the foreground, so ``R >= 0`` and ``TPw >= 0``, and
 both denominators are at least ``eps``. The dataset wF is the mean of the per-image scores.
 
-The distance transform is exact: on CPU it is scipy's own ``distance_transform_edt`` (the
-reference's), on CUDA a batched torch transform with integer squared distances, the square root
-in float64 and scipy's choice among equally near foreground pixels (the smallest column, then
-the smallest row), so ``Et`` matches the reference exactly on both. What remains are
-summation-order differences (~1e-16).
+On the CPU (:func:`weighted_fmeasure_image`) it is computed with less work than the reference,
+and with the same result up to float64 summation order (~1e-16); on a GPU,
+:mod:`utils.metrics.weighted_f_torch` computes it batched:
+
+* ``D``, the distance of every pixel to the nearest foreground pixel, is OpenCV's exact
+  Euclidean transform (``cv2.distanceTransform``, ``DIST_MASK_PRECISE``: the separable
+  algorithm of Felzenszwalb and Huttenlocher), whose float32 output is turned back into the
+  exact integer squared distance (``rint(d^2)``) and square-rooted in float64, which gives
+  ``distance_transform_edt``'s value bit for bit. That recovery is exact below
+  :data:`EXACT_DISTANCE` pixels; an image with a pixel farther than that from the foreground
+  falls back to ``scipy.ndimage.distance_transform_edt`` (exact, about 3 times slower).
+* ``Et``, the error of each pixel's nearest foreground pixel, is only used through ``EA``, the
+  7x7 Gaussian of ``Et``, and ``EA`` only on the foreground. So ``Et`` is only needed within 3
+  pixels (Chebyshev) of the foreground: on the foreground it is the error itself, and each
+  pixel of that band finds its nearest foreground pixel among the offsets up to ``3 sqrt 2``
+  away, nearest first and, among equally near pixels, in scipy's order (the smallest column,
+  then the smallest row). Elsewhere ``Et`` is left at 0; ``EA`` differs there from the
+  reference's, but is not used.
+* ``EA`` is OpenCV's separable filter with the two 1-D factors of the Gaussian, zero padding.
 """
 
 from __future__ import annotations
 
 import math
-from typing import ClassVar
+from typing import Any, ClassVar
 
+import cv2
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from utils.metrics.base import MeanScoreAccumulator
-from utils.metrics.prepare import EPS, PreparedBatch, divide
+from utils.metrics.levels import EPS
 
 WF_BETA = 1.0
 """``beta`` of the weighted F-measure (PySODMetrics' default: recall and precision equal)."""
@@ -44,137 +58,20 @@ WF_BETA = 1.0
 GAUSSIAN_SIZE = 7
 GAUSSIAN_SIGMA = 5.0
 
-# Pairs (rows x columns x candidate columns) of one chunk of the brute-force row pass.
-BRUTE_FORCE_CHUNK = 1 << 24
+EXACT_DISTANCE = 512
+"""Below this distance (pixels), the float32 distances of OpenCV give the exact integer squared
+distance back (``rint(d^2)``). OpenCV's square roots are not correctly rounded (single-threaded,
+OpenCV 4.x gives a wrong ``rint(d^2)`` from ``d = sqrt(783226) = 885.0006`` on, a relative error
+of about 3e-7); below 512 pixels an error up to 9.5e-7 would still round back to the exact
+integer. Farther pixels are rare at the sizes of SOD datasets (a 362 x 362 image has none)."""
+
+_BAND = GAUSSIAN_SIZE // 2  # Chebyshev reach of the Gaussian
+_REACH = math.isqrt(2 * _BAND * _BAND)  # farthest offset to the nearest foreground of the band
 
 
-# --------------------------------------------------------------------------------------------
-# Exact Euclidean distance transform with nearest-foreground indices
-# --------------------------------------------------------------------------------------------
-
-
-def _column_pass(fg: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Nearest foreground row of every pixel within its own column (ties: the upper row).
-
-    Works on the transposed images (columns contiguous). Returns, as BxWxH int32 tensors, ``row``
-    (garbage where the column has no foreground) and ``height_sq`` (the squared vertical
-    distance), and ``valid`` (BxW bool: the column has foreground).
-    """
-    _, height, _ = fg.shape
-    fg_t = fg.transpose(1, 2).contiguous()
-    rows = torch.arange(height, dtype=torch.int32, device=fg.device)
-    far = 2 * height + 1
-    above = torch.where(fg_t, rows, -far).cummax(dim=2).values  # last foreground row <= y
-    below = torch.where(fg_t, rows, far).flip(2).cummin(dim=2).values.flip(2)  # first >= y
-    up_gap = rows - above
-    down_gap = below - rows
-    row = torch.where(up_gap <= down_gap, above, below)
-    gap = torch.minimum(up_gap, down_gap)
-    return row, gap * gap, fg_t.any(dim=2)
-
-
-def _row_pass_brute_force(height_sq_t: torch.Tensor, valid_t: torch.Tensor) -> torch.Tensor:
-    """Nearest column ``argmin_c (x - c)^2 + height_sq[n, c]`` (smallest ``c`` on ties) of every
-    ``x`` of every row ``n``, by trying all columns: O(W^2) per row, in chunks of rows.
-
-    ``height_sq_t``: WxN (column-major: ``[c, n]``); ``valid_t``: WxN bool (columns without
-    foreground are skipped). Returns NxW int64 column indices (0 in rows without any valid
-    column).
-    """
-    width, num_rows = height_sq_t.shape
-    device = height_sq_t.device
-    height_sq = height_sq_t.t().to(torch.int64)
-    valid = valid_t.t()
-    cols = torch.arange(width, device=device)
-    offset_sq = (cols.view(width, 1) - cols.view(1, width)).square()  # [x, c]
-    # Key d2 * W + c: its minimum is the smallest squared distance, then the smallest column.
-    max_sq = int(height_sq.max()) if num_rows else 0
-    invalid_key = (max_sq + int(offset_sq.max()) + 1) * width
-    base = torch.where(valid, height_sq * width + cols, invalid_key)  # N x W (per column c)
-    offset_key = offset_sq * width  # W x W
-    chunk = max(1, BRUTE_FORCE_CHUNK // (width * width))
-    nearest = torch.empty((num_rows, width), dtype=torch.int64, device=device)
-    for start in range(0, num_rows, chunk):
-        keys = base[start : start + chunk, None, :] + offset_key  # n x W(x) x W(c)
-        nearest[start : start + chunk] = keys.amin(dim=2) % width
-    return nearest.masked_fill_(~valid.any(dim=1, keepdim=True), 0)
-
-
-def foreground_edt(
-    fg: torch.Tensor, method: str = "auto"
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Exact Euclidean distance of every pixel to the nearest ``True`` pixel, and that pixel.
-
-    ``fg``: BxHxW bool. Returns ``distance`` (BxHxW float64, ``sqrt`` of the integer squared
-    distance), ``index_y`` and ``index_x`` (BxHxW int64): scipy's
-    ``distance_transform_edt(~fg, return_indices=True)`` image by image, including its choice
-    among equally near pixels (smallest column, then smallest row). Images without any ``True``
-    pixel get distance 0 and index 0 (their score does not use them).
-
-    ``method``: ``"scipy"`` (that very function, image by image: the fastest on CPU), ``"brute"``
-    (separable and batched in torch: a column pass finds the nearest foreground row in each
-    column, a row pass the column ``c`` minimising ``(x - c)^2 + dy(c)^2`` over all columns,
-    O(H W^2) per image, chunked; for the GPU), or ``"auto"``: brute on CUDA, scipy otherwise.
-    """
-    if fg.dtype != torch.bool or fg.dim() != 3:
-        raise ValueError(f"expected a BxHxW bool tensor, got {fg.dtype} {tuple(fg.shape)}")
-    if method == "auto":
-        method = "brute" if fg.device.type == "cuda" else "scipy"
-    if method == "scipy":
-        return _scipy_edt(fg)
-    if method != "brute":
-        raise ValueError(f"unknown method {method!r}: expected 'auto', 'scipy' or 'brute'")
-    batch, height, width = fg.shape
-    row, height_sq, valid = _column_pass(fg)  # B x W x H
-    # Row n = b * H + y of the row pass; its columns are those of image b.
-    height_sq_t = height_sq.transpose(0, 1).reshape(width, batch * height)
-    valid_t = valid.t().view(width, batch, 1).expand(width, batch, height)
-    valid_t = valid_t.reshape(width, batch * height)
-    index_x = _row_pass_brute_force(height_sq_t, valid_t).view(batch, height, width)
-    # Flat index of (b, c, y) in the BxWxH tensors of the column pass.
-    image = torch.arange(batch, device=fg.device).view(batch, 1, 1)
-    rows = torch.arange(height, device=fg.device).view(1, height, 1)
-    flat = (image * width + index_x) * height + rows
-    index_y = row.view(-1)[flat].to(torch.int64).clamp_(0, height - 1)
-    cols = torch.arange(width, device=fg.device)
-    dist_sq = (cols - index_x).square_() + height_sq.view(-1)[flat]
-    return _sqrt(dist_sq.to(torch.float64)), index_y, index_x
-
-
-def _scipy_edt(fg: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """:func:`foreground_edt` by ``scipy.ndimage.distance_transform_edt``, image by image."""
-    from scipy.ndimage import distance_transform_edt
-
-    masks = fg.cpu().numpy()
-    distance = np.zeros(masks.shape, np.float64)
-    indices = np.zeros((2, *masks.shape), np.int64)
-    for i, mask in enumerate(masks):
-        if mask.any():
-            distance[i], indices[:, i] = distance_transform_edt(~mask, return_indices=True)
-    index_y, index_x = torch.from_numpy(indices).to(fg.device)
-    return torch.from_numpy(distance).to(fg.device), index_y, index_x
-
-
-def _sqrt(x: torch.Tensor) -> torch.Tensor:
-    """Correctly rounded square root (IEEE ``sqrt``, as numpy's and CUDA's).
-
-    torch's CPU ``sqrt`` of float64 is not always correctly rounded (in torch 2.13 it is off by
-    one ulp for ~0.5% of the integers below 2e6, e.g. ``sqrt(2)``), so on CPU numpy computes it.
-    """
-    if x.device.type == "cpu":
-        return torch.from_numpy(np.sqrt(x.numpy()))
-    return x.sqrt()
-
-
-# --------------------------------------------------------------------------------------------
-# Weighted F-measure
-# --------------------------------------------------------------------------------------------
-
-
-def gaussian_kernel(
-    size: int = GAUSSIAN_SIZE, sigma: float = GAUSSIAN_SIGMA, device: torch.device | str = "cpu"
-) -> torch.Tensor:
-    """MATLAB's ``fspecial('gaussian', size, sigma)``: float64 size x size, summing to 1."""
+def fspecial_gaussian(size: int = GAUSSIAN_SIZE, sigma: float = GAUSSIAN_SIGMA) -> np.ndarray:
+    """MATLAB's ``fspecial('gaussian', size, sigma)``: float64 size x size, summing to 1 (the
+    kernel of PySODMetrics' ``matlab_style_gauss2D``)."""
     half = (size - 1) / 2
     coords = np.arange(size, dtype=np.float64) - half
     kernel = np.exp(-(coords[:, None] ** 2 + coords[None, :] ** 2) / (2.0 * sigma * sigma))
@@ -182,64 +79,103 @@ def gaussian_kernel(
     total = kernel.sum()
     if total != 0:
         kernel = kernel / total
-    return torch.from_numpy(kernel).to(device)
+    return kernel
 
 
-def gaussian_filter(image: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
-    """Correlate BxHxW float64 images with a symmetric Gaussian kernel, zero padding.
-
-    ``kernel``: float64 size x size (odd size, on the images' device), e.g. :func:`gaussian_kernel`.
-    Returns BxHxW float64.
-
-    On CUDA this is ``F.conv2d``. On CPU, where float64 ``conv2d`` is slow, the kernel is applied
-    as its two 1-D factors (``kernel.sum(1)``; a Gaussian is their outer product), shifted image
-    by shifted image: 14 taps instead of 49, equal up to float64 rounding (~1e-16).
-    """
-    size = kernel.shape[-1]
-    pad = size // 2
-    if image.device.type == "cuda":
-        return F.conv2d(image[:, None], kernel[None, None], padding=pad)[:, 0]
-    _, height, width = image.shape
-    taps = kernel.sum(dim=1).tolist()
-    padded = F.pad(image, (pad, pad, pad, pad))
-    rows = torch.zeros_like(padded[:, :, :width])
-    for j, weight in enumerate(taps):
-        rows.add_(padded[:, :, j : j + width], alpha=weight)
-    out = torch.zeros_like(image)
-    for i, weight in enumerate(taps):
-        out.add_(rows[:, i : i + height], alpha=weight)
-    return out
+# The 1-D factor of the Gaussian: the kernel is the outer product of this vector with itself
+# (fspecial zeroes no tap of the 7x7, sigma 5 kernel), up to float64 rounding.
+_FACTOR = fspecial_gaussian().sum(axis=1)
 
 
-def weighted_fmeasure(
-    pred: torch.Tensor, gt: torch.Tensor, beta: float = WF_BETA, method: str = "auto"
-) -> torch.Tensor:
-    """Per-image weighted F-measure (B float64) of prepared maps and boolean masks (BxHxW).
+def _band_offsets() -> list[tuple[np.ndarray, np.ndarray]]:
+    """The offsets ``(dy, dx)`` at which a pixel of the band can find its nearest foreground
+    pixel, grouped by squared distance (nearest first), each group in scipy's order among
+    equally near pixels (``dx``, then ``dy``): a list of ``(dy, dx)`` int64 array pairs."""
+    groups: dict[int, list[tuple[int, int]]] = {}
+    for dx in range(-_REACH, _REACH + 1):
+        for dy in range(-_REACH, _REACH + 1):
+            squared = dx * dx + dy * dy
+            if 0 < squared <= 2 * _BAND * _BAND:
+                groups.setdefault(squared, []).append((dy, dx))
+    ordered = (sorted(groups[squared], key=lambda o: (o[1], o[0])) for squared in sorted(groups))
+    return [(np.array([o[0] for o in g]), np.array([o[1] for o in g])) for g in ordered]
 
-    ``pred`` is the float64 prepared map (:attr:`PreparedBatch.pred`); images without
-    foreground score 0. ``method`` is passed to :func:`foreground_edt`.
-    """
-    batch, _, width = gt.shape
-    gt_f = gt.to(torch.float64)
-    error = (pred - gt_f).abs_()
-    distance, index_y, index_x = foreground_edt(gt, method=method)
-    nearest = (index_y * width + index_x).view(batch, -1)
-    error_t = error.view(batch, -1).gather(1, nearest).view_as(error)
-    smoothed = gaussian_filter(error_t, gaussian_kernel(device=pred.device))
-    # MIN_E_EA is EA where gt & (EA < E), E elsewhere: min(EA, E) on the foreground.
-    weighted = torch.where(gt, torch.minimum(smoothed, error), error)
-    # Ew = MIN_E_EA * B with B = 2 - exp(log(0.5) / 5 * D) on the background. On the foreground
-    # D = 0 and the same expression is exactly 1, as B is there.
-    weighted *= 2.0 - torch.exp(distance.mul_(math.log(0.5) / 5.0))
 
-    fg_count = gt_f.sum(dim=(1, 2))
-    fg_sum = (weighted * gt_f).sum(dim=(1, 2))
-    bg_sum = weighted.masked_fill_(gt, 0.0).sum(dim=(1, 2))
+_OFFSETS = _band_offsets()
+_CHUNK = 1 << 16  # band pixels looked up at once (bounds the memory of the lookups)
+
+
+def foreground_distance(gt: np.ndarray) -> np.ndarray:
+    """Exact Euclidean distance (HxW float64) of every pixel to the nearest ``True`` pixel of
+    the HxW bool ``gt`` (which must have one): ``distance_transform_edt(~gt)`` bit for bit."""
+    background = np.logical_not(gt).view(np.uint8)
+    approx = cv2.distanceTransform(background, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+    if float(approx.max()) >= EXACT_DISTANCE:
+        from scipy.ndimage import distance_transform_edt
+
+        return distance_transform_edt(background)
+    squared = approx.astype(np.float64)
+    np.square(squared, out=squared)
+    return np.sqrt(np.rint(squared, out=squared), out=squared)
+
+
+def nearest_foreground_error(gt: np.ndarray, error: np.ndarray) -> np.ndarray:
+    """``Et``: ``error`` (HxW float64) at each pixel's nearest foreground pixel, on the
+    foreground and within 3 pixels (Chebyshev) of it; 0 elsewhere. ``gt``: HxW bool."""
+    width = gt.shape[1]
+    kernel = np.ones((2 * _BAND + 1, 2 * _BAND + 1), np.uint8)
+    near = cv2.dilate(gt.view(np.uint8), kernel, borderType=cv2.BORDER_CONSTANT, borderValue=0)
+    near[gt] = 0
+    result = np.where(gt, error, 0.0)
+    # Flat positions in the mask padded by _REACH on every side: every offset stays inside.
+    stride = width + 2 * _REACH
+    padded = np.pad(gt, _REACH).ravel()
+    band = np.flatnonzero(near)
+    for start in range(0, band.size, _CHUNK):
+        pixels = band[start : start + _CHUNK]
+        ys, xs = np.divmod(pixels, width)
+        position = (ys + _REACH) * stride + xs + _REACH
+        nearest = np.empty_like(pixels)  # flat index of the nearest foreground pixel
+        todo = np.arange(pixels.size)
+        for dy, dx in _OFFSETS:  # nearest distance first: the first hit is the nearest
+            hits = padded[position[todo, None] + (dy * stride + dx)]
+            found = hits.any(axis=1)
+            first = hits[found].argmax(axis=1)
+            nearest[todo[found]] = pixels[todo[found]] + (dy * width + dx)[first]
+            todo = todo[~found]
+            if todo.size == 0:
+                break
+        result.ravel()[pixels] = error.ravel()[nearest]
+    return result
+
+
+def weighted_fmeasure_image(pred: np.ndarray, gt: np.ndarray, beta: float = WF_BETA) -> float:
+    """Weighted F-measure of one image: ``pred`` the HxW float64 prepared map (in [0, 1]),
+    ``gt`` the HxW bool mask; 0 for an image without foreground (as PySODMetrics)."""
+    if not gt.any():
+        return 0.0
+    gt = np.ascontiguousarray(gt)
+    error = np.abs(pred - gt)
+    smoothed = cv2.sepFilter2D(
+        nearest_foreground_error(gt, error),
+        cv2.CV_64F,
+        _FACTOR,
+        _FACTOR,
+        borderType=cv2.BORDER_CONSTANT,
+    )
+    # MIN_E_EA is EA where gt & (EA < E), E elsewhere; Ew = MIN_E_EA * B with
+    # B = 2 - exp(log(0.5) / 5 * D) (exactly 1 on the foreground, where D = 0).
+    weighted = np.where(gt & (smoothed < error), smoothed, error)
+    distance = foreground_distance(gt)
+    distance *= math.log(0.5) / 5.0
+    weighted *= 2.0 - np.exp(distance, out=distance)
+    fg_count = float(np.count_nonzero(gt))
+    fg_sum = float(weighted[gt].sum())
+    bg_sum = float(weighted[~gt].sum())
     true_pos = fg_count - fg_sum
-    recall = 1.0 - divide(fg_sum, fg_count.clamp(min=1.0))
+    recall = 1.0 - fg_sum / fg_count
     precision = true_pos / (true_pos + bg_sum + EPS)
-    score = (1.0 + beta) * recall * precision / (recall + beta * precision + EPS)
-    return torch.where(fg_count > 0, score, 0.0)
+    return (1.0 + beta) * recall * precision / (recall + beta * precision + EPS)
 
 
 class WeightedFAccumulator(MeanScoreAccumulator):
@@ -251,6 +187,6 @@ class WeightedFAccumulator(MeanScoreAccumulator):
 
     HIGHER_IS_BETTER: ClassVar[dict[str, bool]] = {"wF": True}
 
-    def scores(self, batch: PreparedBatch) -> torch.Tensor:
-        """Per-image weighted F (B, float64), see :func:`weighted_fmeasure`."""
-        return weighted_fmeasure(batch.pred, batch.gt)
+    def scores(self, batch: Any) -> Any:
+        """Per-image weighted F (B, float64): the batch's ``weighted_f()``."""
+        return batch.weighted_f()

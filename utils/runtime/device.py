@@ -2,9 +2,30 @@
 
 from __future__ import annotations
 
+import glob
+import sys
 import warnings
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:
+    import torch
+
+GPU_DEVICE_FILES = ("/dev/nvidia[0-9]*", "/dev/kfd")
+"""Device files of NVIDIA GPUs and of AMD's ROCm driver: without any, torch sees no GPU."""
+
+
+def cpu_without_torch(spec: str) -> bool:
+    """Whether ``spec`` (as for :func:`resolve_device`) means the CPU, known without importing
+    torch (a second of CPU time): ``cpu``, or ``auto`` on a machine without GPU device files
+    (:data:`GPU_DEVICE_FILES`; Linux. Elsewhere ``auto`` is left to :func:`resolve_device`)."""
+    spec = spec.strip().lower()
+    if spec == "cpu":
+        return True
+    return (
+        spec == "auto"
+        and sys.platform.startswith("linux")
+        and not any(glob.glob(pattern) for pattern in GPU_DEVICE_FILES)
+    )
 
 
 def resolve_device(spec: str) -> tuple[torch.device, list[int]]:
@@ -14,6 +35,8 @@ def resolve_device(spec: str) -> tuple[torch.device, list[int]]:
 
     Without CUDA every GPU request falls back to the CPU with a warning.
     """
+    import torch
+
     spec = spec.strip().lower().removeprefix("cuda:")
     if spec == "cpu" or (spec == "auto" and not torch.cuda.is_available()):
         return torch.device("cpu"), []
