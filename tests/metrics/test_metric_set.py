@@ -1,0 +1,117 @@
+"""Tests of the torch-free metric path: MetricSet against SODMetrics and PySODMetrics, the choice
+of metric set in scoring, and evaluate.py on the CPU running without importing torch."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from tests.helpers import ROOT, write_png
+from tests.metrics.test_weighted_f import dataset
+from utils.metrics import DEFAULT_METRICS, MetricSet, SODMetrics
+from utils.metrics.scoring import metric_set
+
+py_sod_metrics = pytest.importorskip(
+    "py_sod_metrics", reason="pysodmetrics (requirements-dev.txt) is the reference to compare with"
+)
+
+
+def mixed_pairs() -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Blobs, lines, salt, single pixels, borders and symmetric masks in two sizes."""
+    preds_a, gts_a = dataset(11, 37, 53, 2)
+    preds_b, gts_b = dataset(12, 48, 40, 2)
+    return preds_a + preds_b, gts_a + gts_b
+
+
+def test_metric_set_equals_sod_metrics_bit_for_bit_and_the_reference() -> None:
+    preds, gts = mixed_pairs()
+    ours = MetricSet()
+    ours.update(preds, gts)
+    torch_front = SODMetrics("cpu")
+    torch_front.update([torch.from_numpy(p) for p in preds], [torch.from_numpy(g) for g in gts])
+    assert ours.compute() == torch_front.compute()
+    for mine, other in zip(ours.state_arrays(), torch_front.state_arrays(), strict=True):
+        np.testing.assert_array_equal(mine, other)
+    np.testing.assert_array_equal(ours.curves()["fmeasure"], torch_front.curves()["fmeasure"])
+
+    # (the S-measure is NaN in PySODMetrics for the masks on the last row: see SmeasureAccumulator)
+    meters = {"MAE": py_sod_metrics.MAE(), "wF": py_sod_metrics.WeightedFmeasure()}
+    for pred, gt in zip(preds, gts, strict=True):
+        for meter in meters.values():
+            meter.step(pred, gt)
+    results = ours.compute()
+    assert results["MAE"] == pytest.approx(meters["MAE"].get_results()["mae"], abs=1e-12)
+    assert results["wF"] == pytest.approx(meters["wF"].get_results()["wfm"], abs=1e-12)
+
+
+def test_metric_set_inputs_and_errors() -> None:
+    preds, gts = mixed_pairs()
+    one = MetricSet(["wF", "MAE"])
+    assert one.names == ("MAE", "wF")  # in the families' order
+    one.update(np.stack(preds[:4]), np.stack(gts[:4]) > 128)  # a batch, bool masks
+    two = MetricSet(["MAE", "wF"])
+    for pred, gt in zip(preds[:4], gts[:4], strict=True):
+        two.update(pred, gt)  # one HxW image at a time
+    assert one.compute() == pytest.approx(two.compute(), abs=1e-15)
+    with pytest.raises(ValueError, match="unknown metric 'relaxFb'"):
+        MetricSet(["relaxFb"])  # an optional metric: SODMetrics
+    with pytest.raises(ValueError, match="differ in size"):
+        one.update(preds[0], gts[0][:-1])
+    with pytest.raises(TypeError, match="numpy"):
+        one.update(torch.from_numpy(preds[0]), torch.from_numpy(gts[0]))
+    with pytest.raises(TypeError, match="uint8"):
+        one.update(preds[0].astype(np.float32), gts[0])
+    with pytest.raises(RuntimeError, match="no images"):
+        MetricSet().compute()
+
+
+def test_scoring_chooses_the_torch_free_set_only_where_it_applies() -> None:
+    assert type(metric_set(None)) is MetricSet
+    assert type(metric_set(["maxF", "MAE"], "cpu")) is MetricSet
+    assert type(metric_set(None, "cpu", resize=True)) is SODMetrics
+    assert type(metric_set(["relaxFb"])) is SODMetrics
+    assert type(metric_set(None, torch.device("cuda", 0))) is SODMetrics
+    assert metric_set(None).names == SODMetrics().names == DEFAULT_METRICS
+
+
+def test_evaluate_on_the_cpu_does_not_import_torch(tmp_path) -> None:
+    """The whole process of evaluate.py with the default metrics on the CPU stays torch-free
+    (its import costs a second per process); a resized prediction or an optional metric brings
+    torch in, with the same numbers."""
+    preds, gts = mixed_pairs()
+    for i, (pred, gt) in enumerate(zip(preds, gts, strict=True)):
+        write_png(tmp_path / "pred" / f"{i}.png", pred)
+        write_png(tmp_path / "gt" / f"{i}.png", gt)
+    probe = (
+        "import sys, evaluate; code = evaluate.main(sys.argv[1:]); "
+        "print('TORCH' if 'torch' in sys.modules else 'NO TORCH', code)"
+    )
+
+    def run(*extra: str) -> tuple[str, dict]:
+        out = tmp_path / f"scores{len(extra)}.json"
+        args = ["--pred", tmp_path / "pred", "--gt", tmp_path / "gt", "--json", out, *extra]
+        proc = subprocess.run(
+            [sys.executable, "-c", probe, *map(str, args)],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
+        assert proc.returncode == 0, proc.stderr
+        return proc.stdout.splitlines()[-1], json.loads(out.read_text())
+
+    line, result = run("--device", "cpu")
+    assert line == "NO TORCH 0"
+    reference = MetricSet()
+    reference.update(preds, gts)
+    assert {name: result[name] for name in DEFAULT_METRICS} == pytest.approx(
+        reference.compute(), abs=1e-15
+    )
+    line, optional = run("--device", "cpu", "--metrics", "MAE", "relaxFb")
+    assert line == "TORCH 0"
+    assert optional["MAE"] == pytest.approx(result["MAE"], abs=1e-15)
