@@ -16,6 +16,8 @@ from base.base_trainer import BaseTrainer
 from utils.io.run_dir import LAST_CHECKPOINT
 from utils.io.run_lock import Terminated, signals_deferred
 from utils.metrics import SODMetrics, with_defaults
+from utils.metrics.groups import TileScores
+from utils.metrics.sod import all_reduce_arrays
 from utils.runtime.distributed import all_reduce_sum_, broadcast_buffers_
 from utils.runtime.execution import unwrap
 from utils.runtime.logs import format_duration, interactive_console
@@ -29,9 +31,23 @@ def _kept(flags: torch.Tensor, keys: list[Any]) -> torch.Tensor | None:
     """Which samples of a batch (its sampler ``keys``: ``(index, seed, epoch)`` or indices) were
     read, as a bool tensor, by their ``skipped`` flags; None when all were. A worker sets a
     sample's flag before it hands over the batch, so the flags are complete when it arrives."""
-    indices = [key[0] if isinstance(key, tuple) else key for key in keys]
-    skipped = flags[indices]
+    skipped = flags[_indices(keys)]
     return None if not skipped.any() else skipped == 0
+
+
+def _indices(keys: list[Any]) -> list[int]:
+    """The sample indices of a batch's sampler ``keys`` (``(index, seed, epoch)`` or indices)."""
+    return [key[0] if isinstance(key, tuple) else key for key in keys]
+
+
+def tile_scores(loader: DataLoader) -> TileScores | None:
+    """Per-tile and per-group building scores for a validation loader whose dataset knows the
+    tile of each sample (``tile_of``, ``tile_names``, ``tile_groups``: building tiles), else
+    None."""
+    dataset = loader.dataset
+    if not hasattr(dataset, "tile_of") or getattr(loader, "batch_sampler", None) is None:
+        return None
+    return TileScores(dataset.tile_names(), dataset.tile_groups())
 
 
 @dataclass
@@ -171,27 +187,33 @@ class Trainer(BaseTrainer):
         default metrics plus the monitored and ``trainer.print_metrics`` ones: under
         DDP each process scores its share with rank 0's BatchNorm statistics and the metric
         state is summed over processes. Samples that cannot be read are left out of the metrics
-        (their replacements are not scored) and counted in ``val_bad_files``."""
+        (their replacements are not scored) and counted in ``val_bad_files``. Building tiles
+        are also scored per tile and per group (:func:`tile_scores`): ``IoU/austin``, ..."""
         model = unwrap(self.model).eval()
         broadcast_buffers_(model)  # the BatchNorm statistics rank 0 saves in its checkpoint
         names = with_defaults(self.monitor_metric, *self.print_metrics)
         metrics = SODMetrics(self.device, metrics=names)
+        tiles = tile_scores(self.val_loader)
         shown: list[tuple[torch.Tensor, ...]] = []
         flags = self._start_pass(self.val_loader)
-        batch_sampler = getattr(self.val_loader, "batch_sampler", None)
-        batch_keys = None if flags is None or batch_sampler is None else iter(batch_sampler)
+        keyed = flags is not None or tiles is not None
+        batch_keys = iter(self.val_loader.batch_sampler) if keyed else None
         samples = 0
         for images, masks in self._progress(self.val_loader, "val", epoch):
             samples += images.shape[0]
-            if batch_keys is not None:
-                keep = _kept(flags, next(batch_keys))
-                if keep is not None:
-                    if not keep.any():
-                        continue
-                    keep = keep.to(images.device)
-                    images, masks = images[keep], masks[keep]
+            keys = _indices(next(batch_keys)) if batch_keys is not None else []
+            keep = None if flags is None else _kept(flags, keys)
+            if keep is not None:
+                if not keep.any():
+                    continue
+                keys = [key for key, kept in zip(keys, keep.tolist(), strict=True) if kept]
+                keep = keep.to(images.device)
+                images, masks = images[keep], masks[keep]
             probs = model(images.contiguous(memory_format=self.train_step.memory_format))
             metrics.update(probs, masks)
+            if tiles is not None:
+                tile_ids = [self.val_loader.dataset.tile_of(key) for key in keys]
+                tiles.add(np.array(tile_ids), metrics.confusion(probs, masks))
             if self.writer is not None and sum(len(t[0]) for t in shown) < self.vis_samples:
                 shown.append((images, masks, probs))
         bad_files = self._finish_pass("val", self.val_loader, samples, epoch)
@@ -199,6 +221,11 @@ class Trainer(BaseTrainer):
         if self.writer is not None:
             self._log_validation(epoch, metrics, shown)
         scores = metrics.compute()
+        if tiles is not None:
+            all_reduce_arrays(tiles.state_arrays(), self.device)
+            scores.update(tiles.compute())
+            if tiles.table():
+                self.logger.info("epoch %d, validation per group:\n%s", epoch, tiles.table())
         if bad_files:
             scores["val_bad_files"] = bad_files
         return scores

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 import os
-import re
+from pathlib import Path
 from typing import Any
 
 import cv2
@@ -36,6 +36,7 @@ from dataloaders.generated import MARKER
 from dataloaders.tiles import TileReader
 from utils.inference.windows import window_starts
 from utils.io.images import find_images, image_size
+from utils.metrics.groups import INRIA_TILE, inria_city
 from utils.preprocessing import PAD_COLOUR
 from utils.runtime.logs import get_logger
 
@@ -173,6 +174,19 @@ class BuildingDataset(SeededDataSet):
         """The tile of sample ``index``: of its grid window, or ``index % tiles`` (training)."""
         return index % len(self.files) if self.augment else self.windows[index][0]
 
+    def tile_of(self, index: int) -> int:
+        """The tile (index into :meth:`tile_names`) that sample ``index`` comes from."""
+        return self._file_index(index)
+
+    def tile_names(self) -> list[str]:
+        """The name of each tile: its image file name without extension."""
+        return [Path(image).stem for image, _ in self.files]
+
+    def tile_groups(self) -> list[str | None]:
+        """The group of each tile for per-group scores (None: the tiles of one folder form no
+        groups but the whole)."""
+        return [None] * len(self.files)
+
     def _repr_fields(self) -> list[str]:
         return [
             f"tiles={len(self.files)}",
@@ -199,7 +213,6 @@ class WHUBuildingDataset(BuildingDataset):
 
 
 DEMO_TILES = 16  # 8 per city: with val_tiles 2, 12 training and 4 validation tiles
-INRIA_TILE = re.compile(r"^(?P<city>.*?)(?P<number>\d+)$")
 
 
 class InriaBuildingDataset(BuildingDataset):
@@ -239,6 +252,10 @@ class InriaBuildingDataset(BuildingDataset):
                     "train_loader.args.demo=false val_loader.args.demo=false)"
                 ) from None
         super().__init__(data_dir, split, **kwargs)
+
+    def tile_groups(self) -> list[str | None]:
+        """The city of each tile (``austin12`` -> ``austin``): the benchmark reports per city."""
+        return [inria_city(name) for name in self.tile_names()]
 
     def _set_files(self) -> None:
         folder = os.path.join(self.data_dir, self.root, "train")

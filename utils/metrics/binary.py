@@ -11,7 +11,8 @@ from utils.metrics.base import Accumulator
 BINARY_LEVEL = 128
 """A pixel is predicted foreground when its 8-bit value is ``>= BINARY_LEVEL``."""
 
-_SCORES = ("IoU", "F1", "precision", "recall", "accuracy")
+SCORES = ("IoU", "F1", "precision", "recall", "accuracy")
+"""The binary metrics, in the order of :func:`binary_scores`."""
 
 
 def _ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
@@ -66,13 +67,13 @@ class BinaryAccumulator(Accumulator):
     """
 
     HIGHER_IS_BETTER: ClassVar[dict[str, bool]] = {
-        **dict.fromkeys(_SCORES, True),
-        **{f"{name}_img": True for name in _SCORES},
+        **dict.fromkeys(SCORES, True),
+        **{f"{name}_img": True for name in SCORES},
     }
 
     def _init_state(self) -> None:
         self.confusion_sum = self._zeros(4)  # TP, FP, FN, TN over all pixels of all images
-        self.score_sum = self._zeros(len(_SCORES))  # per-image scores, summed over images
+        self.score_sum = self._zeros(len(SCORES))  # per-image scores, summed over images
         self.count = self._zeros()
 
     def state_arrays(self) -> list[np.ndarray]:
@@ -98,6 +99,6 @@ class BinaryAccumulator(Accumulator):
         pooled = binary_scores(self.confusion_sum).tolist()
         per_image = (self.score_sum / self.count).tolist()
         return {
-            **dict(zip(_SCORES, pooled, strict=True)),
-            **{f"{name}_img": value for name, value in zip(_SCORES, per_image, strict=True)},
+            **dict(zip(SCORES, pooled, strict=True)),
+            **{f"{name}_img": value for name, value in zip(SCORES, per_image, strict=True)},
         }

@@ -5,9 +5,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import torch
 
 from utils.metrics.base import Accumulator
+from utils.metrics.binary import BinaryAccumulator
 from utils.metrics.fmeasure_v2 import FmeasureV2Accumulator
 from utils.metrics.hce import HCEAccumulator
 from utils.metrics.metric_set import (
@@ -52,6 +54,15 @@ ALL_METRIC_NAMES: tuple[str, ...] = tuple(HIGHER_IS_BETTER)
 """Every metric :class:`SODMetrics` can compute, in the order of results."""
 
 __all__ = ["ALL_METRIC_NAMES", "DEFAULT_METRICS", "HIGHER_IS_BETTER", "SODMetrics", "with_defaults"]
+
+
+def all_reduce_arrays(arrays: Sequence[np.ndarray], device: torch.device) -> None:
+    """Sum float64 numpy ``arrays`` over all processes of the process group in place (no-op
+    outside one), through tensors on ``device`` (NCCL reduces CUDA tensors only)."""
+    tensors = [torch.from_numpy(array).to(device) for array in arrays]
+    all_reduce_sum_(tensors)
+    for array, tensor in zip(arrays, tensors, strict=True):
+        array[...] = tensor.cpu().numpy()
 
 
 def with_defaults(*extra: str | None) -> tuple[str, ...]:
@@ -103,12 +114,15 @@ class SODMetrics(MetricSet):
     def all_reduce(self) -> None:
         """Sum the state over all processes of the process group (no-op outside one), so that
         :meth:`compute` gives the metrics of the images of every process."""
-        state = self.state_arrays()
-        # NCCL reduces CUDA tensors only: the state goes through the metrics' device
-        tensors = [torch.from_numpy(array).to(self.device) for array in state]
-        all_reduce_sum_(tensors)
-        for array, tensor in zip(state, tensors, strict=True):
-            array[...] = tensor.cpu().numpy()
+        all_reduce_arrays(self.state_arrays(), self.device)
+
+    @torch.no_grad()
+    def confusion(self, pred: Any, gt: Any) -> np.ndarray:
+        """Per-image ``TP, FP, FN, TN`` (B x 4 int64) of the level-128 binary metrics of a
+        batch in any :meth:`update` format (a single batch, not a list), as :meth:`update`
+        would count them."""
+        pred_u8, mask = self._to_uint8_and_mask(pred, gt)
+        return BinaryAccumulator.confusion(PreparedBatch(pred_u8, mask))
 
     @torch.no_grad()
     def update(self, pred: Any, gt: Any) -> None:

@@ -1,0 +1,95 @@
+"""Building metrics per tile and per group of tiles (an Inria city), pooled from pixel counts.
+
+Papers on the Inria aerial benchmark and its leaderboard report IoU and accuracy per city and
+overall, each pooled over the pixels of the tiles concerned (not a mean of per-tile scores).
+:class:`TileScores` sums the level-128 confusion counts (TP, FP, FN, TN of
+:class:`~utils.metrics.binary.BinaryAccumulator`) of every image into its tile and reports, for
+every tile and every group, the pooled ``IoU``, ``F1``, ``precision``, ``recall`` and
+``accuracy`` as ``"<metric>/<tile or group>"`` (e.g. ``IoU/austin``, ``IoU/austin3``). Summed over
+all tiles the counts are those of the dataset, so the pooled values equal the validation's
+``IoU``, ``F1``, ... (no torch here).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+import numpy as np
+
+from utils.metrics.binary import SCORES, binary_scores
+
+INRIA_TILE = re.compile(r"^(?P<city>.*?)(?P<number>\d+)$")
+"""An Inria tile name: the city, then the tile number (``austin12``, ``kitsap-w3``)."""
+
+
+def inria_city(tile: str) -> str | None:
+    """The city of an Inria tile name (``austin12`` -> ``austin``), None for another name."""
+    found = INRIA_TILE.match(tile)
+    return found["city"] if found and found["city"] else None
+
+
+class TileScores:
+    """Pixel counts per tile, and the binary metrics per tile and per group.
+
+    ``tiles``: the tile names (index ``i`` is tile ``i``); ``groups``: the group of each tile
+    (e.g. its city), or None for tiles in no group. Raises ValueError for unequal lengths or a
+    tile name that is also a group name.
+    """
+
+    def __init__(self, tiles: Sequence[str], groups: Sequence[str | None]) -> None:
+        if len(tiles) != len(groups):
+            raise ValueError(f"{len(tiles)} tiles but {len(groups)} groups")
+        clash = set(tiles) & {group for group in groups if group is not None}
+        if clash:
+            raise ValueError(f"{sorted(clash)[0]!r} is both a tile and a group name")
+        self.tiles = list(tiles)
+        self.groups = list(groups)
+        self.confusion = np.zeros((len(tiles), 4), np.float64)  # TP, FP, FN, TN per tile
+
+    def add(self, tile_ids: np.ndarray, confusion: np.ndarray) -> None:
+        """Add the per-image ``confusion`` (B x 4: TP, FP, FN, TN) of images of ``tile_ids``
+        (B ints)."""
+        np.add.at(self.confusion, np.asarray(tile_ids, np.int64), confusion)
+
+    def state_arrays(self) -> list[np.ndarray]:
+        """The live state (the per-tile counts), to be summed over processes in place."""
+        return [self.confusion]
+
+    def group_names(self) -> list[str]:
+        """The groups, in the order of their first tile."""
+        return list(dict.fromkeys(group for group in self.groups if group is not None))
+
+    def compute(self) -> dict[str, float]:
+        """``"<metric>/<group>"`` for every group, then ``"<metric>/<tile>"`` for every tile with
+        pixels, metric by metric in :data:`~utils.metrics.binary.SCORES` order."""
+        counts: dict[str, np.ndarray] = {}
+        groups = np.array([group or "" for group in self.groups])
+        for group in self.group_names():
+            counts[group] = self.confusion[groups == group].sum(axis=0)
+        for tile, row in zip(self.tiles, self.confusion, strict=True):
+            if row.sum() > 0:
+                counts[tile] = row
+        scores = {where: binary_scores(total) for where, total in counts.items()}
+        return {
+            f"{metric}/{where}": float(values[m])
+            for m, metric in enumerate(SCORES)
+            for where, values in scores.items()
+        }
+
+    def table(self) -> str:
+        """The per-group metrics and the pooled row (``all``) as a text table; empty without
+        groups."""
+        names = self.group_names()
+        if not names:
+            return ""
+        groups = np.array([group or "" for group in self.groups])
+        rows = {name: binary_scores(self.confusion[groups == name].sum(axis=0)) for name in names}
+        rows["all"] = binary_scores(self.confusion.sum(axis=0))
+        width = max(len(name) for name in rows)
+        lines = [f"{'':<{width}}  " + "  ".join(f"{metric:>9}" for metric in SCORES)]
+        lines += [
+            f"{name:<{width}}  " + "  ".join(f"{value:>9.4f}" for value in values)
+            for name, values in rows.items()
+        ]
+        return "\n".join(lines)
