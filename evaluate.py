@@ -34,6 +34,7 @@ from utils.metrics.folders import (
     format_file_list,
     print_report,
 )
+from utils.metrics.groups import GROUPINGS
 from utils.metrics.metric_set import DEFAULT_METRICS
 from utils.runtime.cpu_memory import exit_without_final_collection, keep_freed_memory
 from utils.runtime.device import cpu_without_torch, resolve_device
@@ -82,6 +83,14 @@ def _add_compute_options(parser: argparse.ArgumentParser) -> None:
         help="auto (default: the first GPU if there is one, else the CPU), cpu, cuda, cuda:N",
     )
     parser.add_argument("--batch-size", type=int, default=16, help="images per batch (default 16)")
+    parser.add_argument(
+        "--groups",
+        choices=GROUPINGS,
+        default="auto",
+        help="building metrics (IoU, F1, ...) per tile and per group: by Inria city, by folder, "
+        "none; auto (default): by city when every file is an Inria tile (austin12, ...), by "
+        "folder when the ground truth lies in several folders",
+    )
     parser.add_argument(
         "--threads",
         type=int,
@@ -169,6 +178,7 @@ def settings_for(args: argparse.Namespace, device: Any) -> EvaluationSettings:
         batch_size=args.batch_size,
         workers=layout.io if args.workers is None else args.workers,
         processes=processes,
+        grouping=args.groups,
     )
 
 

@@ -29,12 +29,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from tqdm import tqdm
 
 from utils.io.images import IMAGE_EXTENSIONS, ImageNameClash, find_images
+from utils.metrics.binary import SCORES
+from utils.metrics.groups import TileScores, format_group_table, tile_groups
 from utils.metrics.scoring import Pair, PairScorer
 
 REPORT_KEYS = (
+    "tile_groups",
     "num_pairs",
     "missing_predictions",
     "unmatched_predictions",
@@ -125,8 +129,10 @@ class EvaluationSettings:
     ``batch_size``: pairs read and scored at a time (>= 1); ``workers``: threads that read files
     when scoring in this process (0: read in the calling thread); ``processes``: single-threaded
     worker processes that read and score (CPU only, see :mod:`utils.metrics.scoring`; 1: score in
-    this process); ``progress``: show a tqdm bar. Raises ValueError for ``batch_size < 1``,
-    ``workers < 0`` or ``processes < 1``.
+    this process); ``progress``: show a tqdm bar; ``grouping``: per-tile and per-group building
+    scores (:func:`~utils.metrics.groups.tile_groups`: ``auto``, ``city``, ``folder``,
+    ``none``). Raises ValueError for ``batch_size < 1``, ``workers < 0``, ``processes < 1`` or
+    another ``grouping``.
     """
 
     metrics: Sequence[str] | None = None
@@ -135,6 +141,7 @@ class EvaluationSettings:
     workers: int = 4
     processes: int = 1
     progress: bool = True
+    grouping: str = "auto"
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
@@ -145,14 +152,20 @@ class EvaluationSettings:
             raise ValueError(f"processes must be >= 1, got {self.processes}")
         if self.metrics is not None:
             object.__setattr__(self, "metrics", tuple(self.metrics))
+        tile_groups([], self.grouping)  # checks the name
 
-    def scorer(self) -> PairScorer:
-        """A :class:`PairScorer` with these settings (use it as a context manager)."""
-        return PairScorer(self.metrics, self.device, self.batch_size, self.processes, self.workers)
+    def scorer(self, per_pair: bool = False) -> PairScorer:
+        """A :class:`PairScorer` with these settings (use it as a context manager), counting
+        each pair's confusion if ``per_pair``."""
+        return PairScorer(
+            self.metrics, self.device, self.batch_size, self.processes, self.workers, per_pair
+        )
 
 
 def evaluate_pairs(
-    pairs: Sequence[Pair], settings: EvaluationSettings | None = None
+    pairs: Sequence[Pair],
+    settings: EvaluationSettings | None = None,
+    tiles: dict[Pair, tuple[str, str | None]] | None = None,
 ) -> dict[str, Any]:
     """Score ``pairs`` as ``settings`` say (default: the default metrics, on the CPU).
 
@@ -163,21 +176,34 @@ def evaluate_pairs(
     (pairs scored), ``resized_predictions`` (how many had another size than their GT),
     ``unreadable`` (the error message, naming the file, of every skipped pair) and
     ``binary_01_masks`` (how many GT masks scored were 0/1-encoded, read as 0/255).
+    With ``tiles`` (each pair's tile name and group) and the binary metrics among those
+    computed, also ``"<metric>/<group>"`` and ``"<metric>/<tile>"``
+    (:class:`~utils.metrics.groups.TileScores`) and ``tile_groups`` (tile name to group).
     Raises :class:`EvaluationError` when no pair could be read.
     """
     settings = settings or EvaluationSettings()
     quiet = None if settings.progress else True  # tqdm's disable: None hides it off a TTY
     # The scorer first: its worker processes fork before tqdm starts a thread.
     with (
-        settings.scorer() as scorer,
+        settings.scorer(per_pair=tiles is not None) as scorer,
         tqdm(total=len(pairs), desc="evaluate", unit="img", disable=quiet) as bar,
     ):
         scores = scorer.score(pairs, bar.update)
     if scores.scorer.num_images == 0:
         shown = "; ".join(scores.unreadable[:3])
         raise EvaluationError(f"none of the {len(pairs)} pair(s) could be read: {shown}")
+    metrics = scores.scorer.compute()
+    grouped: dict[str, Any] = {}
+    if tiles is not None and "IoU" in metrics:
+        names = list(dict.fromkeys(tiles[pair] for pair in pairs))
+        per_tile = TileScores([name for name, _ in names], [group for _, group in names])
+        index = {name: i for i, (name, _) in enumerate(names)}
+        for pair, confusion in scores.confusion.items():
+            per_tile.add(np.array([index[tiles[pair][0]]]), confusion[None])
+        grouped = {**per_tile.compute(), "tile_groups": dict(names)}
     return {
-        **scores.scorer.compute(),
+        **metrics,
+        **grouped,
         "num_pairs": scores.scorer.num_images,
         "resized_predictions": scores.resized,
         "unreadable": scores.unreadable,
@@ -193,7 +219,8 @@ def evaluate_folders(
     """Pair the files of two folders (:func:`pair_files`) and score them (:func:`evaluate_pairs`
     with ``settings``; default: all metrics, on the CPU).
 
-    Returns the JSON-ready result: every metric (in the metric set's order), ``num_pairs``,
+    Returns the JSON-ready result: every metric (in the metric set's order; with per-tile
+    scores, see :func:`evaluate_pairs`, then ``tile_groups``), ``num_pairs``,
     ``missing_predictions`` (GT files without a prediction), ``unmatched_predictions``
     (predictions without a GT file), ``resized_predictions``, ``unreadable`` and
     ``binary_01_masks``. Raises
@@ -207,9 +234,16 @@ def evaluate_folders(
             f"({len(missing)} GT files, e.g. {missing[0]!r}; {len(unmatched)} predictions, e.g. "
             f"{unmatched[0]!r}); files are paired by relative path without extension"
         )
-    result = evaluate_pairs(pairs, settings)
+    settings = settings or EvaluationSettings()
+    names = [gt.relative_to(gt_dir).with_suffix("").as_posix() for _, gt in pairs]
+    groups = tile_groups(names, settings.grouping)
+    tiles = (
+        None if groups is None else dict(zip(pairs, zip(names, groups, strict=True), strict=True))
+    )
+    result = evaluate_pairs(pairs, settings, tiles)
     return {
         **{name: value for name, value in result.items() if name not in REPORT_KEYS},
+        **({"tile_groups": result["tile_groups"]} if "tile_groups" in result else {}),
         "num_pairs": result["num_pairs"],
         "missing_predictions": missing,
         "unmatched_predictions": unmatched,
@@ -258,4 +292,14 @@ def print_report(
     print(f"{results['num_pairs']} pairs  (predictions: {pred_dir}, ground truth: {gt_dir})")
     if results["resized_predictions"]:
         print(f"{results['resized_predictions']} predictions resized to their ground truth's size")
-    print(format_table(results, [name for name in results if name not in REPORT_KEYS]))
+    print(
+        format_table(
+            results, [name for name in results if name not in REPORT_KEYS and "/" not in name]
+        )
+    )
+    groups = list(dict.fromkeys((results.get("tile_groups") or {}).values()))
+    if groups:
+        rows = {group: [results[f"{metric}/{group}"] for metric in SCORES] for group in groups}
+        rows["all"] = [results[metric] for metric in SCORES]
+        print(f"\nper group ({len(results['tile_groups'])} tiles; per tile in the JSON):")
+        print(format_group_table(rows))

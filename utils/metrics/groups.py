@@ -23,10 +23,50 @@ INRIA_TILE = re.compile(r"^(?P<city>.*?)(?P<number>\d+)$")
 """An Inria tile name: the city, then the tile number (``austin12``, ``kitsap-w3``)."""
 
 
+INRIA_CITIES = frozenset(
+    {
+        *("austin", "chicago", "kitsap", "tyrol-w", "vienna"),  # training tiles, with ground truth
+        *("bellingham", "bloomington", "innsbruck", "sfo", "tyrol-e"),  # test tiles
+    }
+)
+"""The cities of the Inria aerial image labeling dataset (Maggiori et al., IGARSS 2017)."""
+
+GROUPINGS = ("auto", "city", "folder", "none")
+"""How :func:`tile_groups` groups files: by Inria city, by folder, not at all, or ``auto``."""
+
+
 def inria_city(tile: str) -> str | None:
     """The city of an Inria tile name (``austin12`` -> ``austin``), None for another name."""
     found = INRIA_TILE.match(tile)
     return found["city"] if found and found["city"] else None
+
+
+def tile_groups(names: Sequence[str], grouping: str = "auto") -> list[str | None] | None:
+    """The group of each file for per-group scores, or None for no per-tile scores at all.
+
+    ``names``: paths relative to the ground-truth folder, posix, without extension (the tile
+    names); ``grouping``: ``city`` (the Inria city of the file name; ValueError naming a file
+    that has none), ``folder`` (the relative folder, ``.`` at the top), ``none``, or ``auto``:
+    ``city`` when every file is an Inria tile (:data:`INRIA_CITIES`), ``folder`` when the files
+    lie in two or more folders, else ``none``. Raises ValueError for another ``grouping``.
+    """
+    if grouping not in GROUPINGS:
+        raise ValueError(f"grouping must be one of {', '.join(GROUPINGS)}, got {grouping!r}")
+    cities = [inria_city(name.rsplit("/", 1)[-1]) for name in names]
+    folders = [name.rsplit("/", 1)[0] if "/" in name else "." for name in names]
+    if grouping == "auto":
+        if names and all(city in INRIA_CITIES for city in cities):
+            grouping = "city"
+        else:
+            grouping = "folder" if len(set(folders)) > 1 else "none"
+    if grouping == "none":
+        return None
+    if grouping == "folder":
+        return list(folders)
+    missing = [name for name, city in zip(names, cities, strict=True) if city is None]
+    if missing:
+        raise ValueError(f"{missing[0]!r} is not an Inria tile name like austin12: no city")
+    return list(cities)
 
 
 class TileScores:
@@ -78,18 +118,23 @@ class TileScores:
         }
 
     def table(self) -> str:
-        """The per-group metrics and the pooled row (``all``) as a text table; empty without
-        groups."""
+        """The per-group metrics and the pooled row (``all``) as a text table
+        (:func:`format_group_table`); empty without groups."""
         names = self.group_names()
         if not names:
             return ""
         groups = np.array([group or "" for group in self.groups])
         rows = {name: binary_scores(self.confusion[groups == name].sum(axis=0)) for name in names}
         rows["all"] = binary_scores(self.confusion.sum(axis=0))
-        width = max(len(name) for name in rows)
-        lines = [f"{'':<{width}}  " + "  ".join(f"{metric:>9}" for metric in SCORES)]
-        lines += [
-            f"{name:<{width}}  " + "  ".join(f"{value:>9.4f}" for value in values)
-            for name, values in rows.items()
-        ]
-        return "\n".join(lines)
+        return format_group_table(rows)
+
+
+def format_group_table(rows: dict[str, Sequence[float]]) -> str:
+    """``{row name: the SCORES values}`` as a text table, one row per group."""
+    width = max(len(name) for name in rows)
+    lines = [f"{'':<{width}}  " + "  ".join(f"{metric:>9}" for metric in SCORES)]
+    lines += [
+        f"{name:<{width}}  " + "  ".join(f"{value:>9.4f}" for value in values)
+        for name, values in rows.items()
+    ]
+    return "\n".join(lines)

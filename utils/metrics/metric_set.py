@@ -142,6 +142,15 @@ class MetricSet:
         for preds_list, gts_list in groups.values():
             self.update_prepared(NumpyBatch(np.concatenate(preds_list), np.concatenate(gts_list)))
 
+    def confusion(self, pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
+        """Per-image ``TP, FP, FN, TN`` (B x 4 int64) of the level-128 binary metrics of 8-bit
+        maps and masks of equal size (HxW or BxHxW; masks uint8 ``> 128`` or bool), as
+        :meth:`update` counts them."""
+        preds, gts = as_bhw(pred, "pred"), as_bhw(gt, "gt")
+        return BinaryAccumulator.confusion(
+            NumpyBatch(preds, gts if gts.dtype == np.bool_ else gts > 128)
+        )
+
     def update_prepared(self, batch: Any) -> None:
         """Feed a prepared batch (:class:`NumpyBatch` or
         :class:`~utils.metrics.prepare.PreparedBatch`) to every accumulator."""

@@ -50,10 +50,12 @@ class ChunkScore:
     """What scoring a chunk of pairs gave: the :meth:`MetricSet.state_arrays` of the chunk
     (empty when nothing could be read),
     ``num_images`` scored, ``resized`` predictions (size unlike their GT's), ``binary_01`` masks
-    (0/1-encoded, read as 0/255) and the ``unreadable`` messages (one per skipped pair, naming
-    the file)."""
+    (0/1-encoded, read as 0/255), the ``unreadable`` messages (one per skipped pair, naming
+    the file) and, when asked for, the level-128 ``confusion`` counts (TP, FP, FN, TN) of each
+    pair scored."""
 
     state: list[np.ndarray] = field(default_factory=list)
+    confusion: dict[Pair, np.ndarray] = field(default_factory=dict)
     num_images: int = 0
     resized: int = 0
     binary_01: int = 0
@@ -70,6 +72,7 @@ class PairScores:
     resized: int = 0
     binary_01: int = 0
     unreadable: list[str] = field(default_factory=list)
+    confusion: dict[Pair, np.ndarray] = field(default_factory=dict)
 
     def add(self, chunk: ChunkScore) -> None:
         """Add the state and counts of ``chunk`` (chunks must be added in a fixed order for
@@ -79,6 +82,7 @@ class PairScores:
         self.resized += chunk.resized
         self.binary_01 += chunk.binary_01
         self.unreadable += chunk.unreadable
+        self.confusion.update(chunk.confusion)
 
 
 def metric_set(
@@ -112,10 +116,12 @@ def score_chunk(
     metrics: Sequence[str] | None,
     device: Any = "cpu",
     executor: ThreadPoolExecutor | None = None,
+    per_pair: bool = False,
 ) -> ChunkScore:
     """Read the pairs of ``chunk`` (in ``executor``'s threads, or in this one when ``None``) and
     score them with a fresh :func:`metric_set` of ``metrics`` on ``device`` (a string or a
-    ``torch.device``); unreadable pairs are skipped and reported in the result."""
+    ``torch.device``), with each pair's confusion counts if ``per_pair``; unreadable pairs are
+    skipped and reported in the result."""
     reads: list[Callable[[], tuple[np.ndarray, np.ndarray, bool]]] = (
         [executor.submit(read_pair, pair).result for pair in chunk]
         if executor
@@ -124,12 +130,14 @@ def score_chunk(
     result = ChunkScore()
     preds: list[np.ndarray] = []
     gts: list[np.ndarray] = []
-    for read in reads:
+    scored: list[Pair] = []
+    for pair, read in zip(chunk, reads, strict=True):
         try:
             pred, gt, flagged = read()
         except OSError as err:
             result.unreadable.append(str(err))
             continue
+        scored.append(pair)
         preds.append(pred)
         gts.append(gt)
         result.binary_01 += flagged
@@ -138,28 +146,34 @@ def score_chunk(
         scorer = metric_set(metrics, device, resize=result.resized > 0)
         scorer.update(preds, gts)
         result.state = scorer.state_arrays()
+        if per_pair:
+            result.confusion = {
+                pair: scorer.confusion(pred, gt)[0]
+                for pair, pred, gt in zip(scored, preds, gts, strict=True)
+            }
         result.num_images = scorer.num_images
     return result
 
 
 _worker_metrics: Sequence[str] | None = None
+_worker_per_pair = False
 
 
-def _init_worker(metrics: Sequence[str] | None) -> None:
+def _init_worker(metrics: Sequence[str] | None, per_pair: bool) -> None:
     """Initialise a worker process: one OpenCV thread, one torch thread (also if torch is
     imported later, for a chunk that needs it), the metric names."""
-    global _worker_metrics
+    global _worker_metrics, _worker_per_pair
     import cv2
 
     os.environ["OMP_NUM_THREADS"] = "1"
     if "torch" in sys.modules:
         sys.modules["torch"].set_num_threads(1)
     cv2.setNumThreads(1)
-    _worker_metrics = metrics
+    _worker_metrics, _worker_per_pair = metrics, per_pair
 
 
 def _score_in_worker(chunk: Sequence[Pair]) -> ChunkScore:
-    return score_chunk(chunk, _worker_metrics)
+    return score_chunk(chunk, _worker_metrics, per_pair=_worker_per_pair)
 
 
 class PairScorer:
@@ -170,10 +184,10 @@ class PairScorer:
     ``metrics``: metric names (None: the defaults); ``device``: where the metrics are computed
     (a string or a ``torch.device``); ``batch_size``: pairs per chunk (>= 1); ``processes``:
     worker processes, used on the CPU where ``fork`` exists (elsewhere chunks are scored in this
-    process). Raises
-    ValueError for a ``batch_size`` or ``processes`` below 1 or negative ``workers``. A worker
-    process that dies (e.g. killed for memory) makes :meth:`score` raise
-    ``concurrent.futures.process.BrokenProcessPool``.
+    process); ``per_pair``: also count each pair's level-128 confusion
+    (:attr:`PairScores.confusion`). Raises ValueError for a ``batch_size`` or ``processes``
+    below 1 or negative ``workers``. A worker process that dies (e.g. killed for memory) makes
+    :meth:`score` raise ``concurrent.futures.process.BrokenProcessPool``.
     """
 
     def __init__(
@@ -183,6 +197,7 @@ class PairScorer:
         batch_size: int = 16,
         processes: int = 1,
         workers: int = 0,
+        per_pair: bool = False,
     ) -> None:
         if batch_size < 1 or processes < 1 or workers < 0:
             raise ValueError(
@@ -195,6 +210,7 @@ class PairScorer:
         forkable = "fork" in multiprocessing.get_all_start_methods()
         self.processes = processes if forkable and str(device) == "cpu" else 1
         self._workers = workers
+        self.per_pair = per_pair
         self._pool: ProcessPoolExecutor | None = None
         self._readers: ThreadPoolExecutor | None = None
 
@@ -202,7 +218,10 @@ class PairScorer:
         if self.processes > 1:
             context = multiprocessing.get_context("fork")
             self._pool = ProcessPoolExecutor(
-                self.processes, context, initializer=_init_worker, initargs=(self.metrics,)
+                self.processes,
+                context,
+                initializer=_init_worker,
+                initargs=(self.metrics, self.per_pair),
             )
             self._pool.submit(int).result()  # fork the workers now, before any thread starts
         elif self._workers:
@@ -232,7 +251,8 @@ class PairScorer:
             scores: Iterator[ChunkScore] = self._pool.map(_score_in_worker, chunks)
         else:
             scores = (
-                score_chunk(chunk, self.metrics, self.device, self._readers) for chunk in chunks
+                score_chunk(chunk, self.metrics, self.device, self._readers, self.per_pair)
+                for chunk in chunks
             )
         yield from zip((len(chunk) for chunk in chunks), scores, strict=True)
 
