@@ -27,6 +27,7 @@ from utils.io.run_dir import (
 )
 from utils.io.run_lock import RunLock, RunLockedError, termination_signals
 from utils.metrics import HIGHER_IS_BETTER
+from utils.metrics.groups import WithGroups
 from utils.runtime.cpu_memory import keep_freed_memory
 from utils.runtime.distributed import (
     LaunchError,
@@ -118,7 +119,7 @@ def resolve_config(args: argparse.Namespace, known: cfg.Registries) -> dict[str,
         config = cfg.merge(config, cfg.load_config(args.config))
     if args.seed is not None:
         config["seed"] = args.seed
-    return cfg.apply_overrides(config, args.opt, known, HIGHER_IS_BETTER)
+    return cfg.apply_overrides(config, args.opt, known, WithGroups(HIGHER_IS_BETTER))
 
 
 def resolve_auto_resume(args: argparse.Namespace, known: cfg.Registries) -> str | None:

@@ -16,7 +16,7 @@ from base.base_trainer import BaseTrainer
 from utils.io.run_dir import LAST_CHECKPOINT
 from utils.io.run_lock import Terminated, signals_deferred
 from utils.metrics import SODMetrics, with_defaults
-from utils.metrics.groups import TileScores
+from utils.metrics.groups import TileScores, WithGroups, base_metric
 from utils.metrics.sod import all_reduce_arrays
 from utils.runtime.distributed import all_reduce_sum_, broadcast_buffers_
 from utils.runtime.execution import unwrap
@@ -89,6 +89,17 @@ class Trainer(BaseTrainer):
     """Deep-supervised U2Net training; validation scores the fused probability map."""
 
     higher_is_better = SODMetrics.HIGHER_IS_BETTER
+
+    def metric_directions(self) -> WithGroups:
+        """The SOD and building metrics, and for building tiles their per-tile and per-group
+        names (``IoU/austin``, ``IoU/austin3``: :func:`tile_scores`), so that
+        ``trainer.monitor`` and ``trainer.print_metrics`` may name them."""
+        dataset = getattr(self.val_loader, "dataset", None)
+        if self.val_loader is None or not hasattr(dataset, "tile_of"):
+            return WithGroups(self.higher_is_better, places=())
+        groups = [group for group in dict.fromkeys(dataset.tile_groups()) if group is not None]
+        places = [*dataset.tile_names(), *groups]
+        return WithGroups(self.higher_is_better, places, groups)
 
     def _progress(self, loader: DataLoader, kind: str, epoch: int) -> tqdm:
         """The loader's batches on the device (prefetched on CUDA), in a transient tqdm bar:
@@ -191,7 +202,8 @@ class Trainer(BaseTrainer):
         are also scored per tile and per group (:func:`tile_scores`): ``IoU/austin``, ..."""
         model = unwrap(self.model).eval()
         broadcast_buffers_(model)  # the BatchNorm statistics rank 0 saves in its checkpoint
-        names = with_defaults(self.monitor_metric, *self.print_metrics)
+        shown = [self.monitor_metric, *self.print_metrics]
+        names = with_defaults(*(name and base_metric(name) for name in shown))
         metrics = SODMetrics(self.device, metrics=names)
         tiles = tile_scores(self.val_loader)
         shown: list[tuple[torch.Tensor, ...]] = []

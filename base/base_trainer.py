@@ -6,8 +6,9 @@ import math
 import os
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 from torch import nn
@@ -64,7 +65,7 @@ class BaseTrainer(ABC):
     it saves.
     """
 
-    higher_is_better: ClassVar[dict[str, bool]]
+    higher_is_better: Mapping[str, bool]
 
     def __init__(
         self,
@@ -126,6 +127,7 @@ class BaseTrainer(ABC):
             clip_grad_norm=trainer["clip_grad_norm"],
         )
 
+        self.higher_is_better = self.metric_directions()
         self.monitor_mode, self.monitor_metric = self._parse_monitor(trainer["monitor"])
         cfg.check_print_metrics(trainer, self.higher_is_better)
         self.monitor_best = -math.inf if self.monitor_mode == "max" else math.inf
@@ -156,6 +158,11 @@ class BaseTrainer(ABC):
                 else None
             )
             self.writer = SummaryWriter(log_dir=str(self.run_dir), purge_step=purge)
+
+    def metric_directions(self) -> Mapping[str, bool]:
+        """The metrics validation reports (and whether higher is better) for this run's data:
+        ``higher_is_better``; a subclass adds names that depend on the validation data."""
+        return self.higher_is_better
 
     def _parse_monitor(self, monitor: str) -> tuple[str, str | None]:
         if monitor == "off":

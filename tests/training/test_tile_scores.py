@@ -14,7 +14,7 @@ import pytest
 from tests.data.test_buildings import tile, write
 from tests.helpers import ROOT, tiny_config
 from utils.metrics.binary import SCORES, binary_scores
-from utils.metrics.groups import TileScores, inria_city
+from utils.metrics.groups import TileScores, WithGroups, base_metric, inria_city
 
 
 def test_inria_city_names() -> None:
@@ -78,7 +78,8 @@ def test_validation_reports_per_tile_and_per_city(tmp_path: Path, cities) -> Non
         "type": "InriaBuilding",
         "args": {**loader, "split": "val", "batch_size": 3},
     }
-    config["trainer"]["monitor"] = "max IoU"
+    config["trainer"]["monitor"] = f"max IoU/{cities[0]}"
+    config["trainer"]["print_metrics"] = ["IoU", f"F1/{cities[0]}1"]
     path = tmp_path / "inria.json"
     path.write_text(json.dumps(config))
     proc = subprocess.run(
@@ -101,3 +102,15 @@ def test_validation_reports_per_tile_and_per_city(tmp_path: Path, cities) -> Non
             assert record[f"{metric}/{cities[0]}"] == pytest.approx(record[metric], abs=1e-12)
     else:
         assert "validation per group:" in proc.stdout + proc.stderr
+    assert f"IoU/{cities[0]} " in proc.stdout + proc.stderr  # the monitored metric, per city
+
+
+def test_metric_names_with_groups() -> None:
+    directions = {"IoU": True, "MAE": False, "F1": True}
+    known = WithGroups(directions, ["austin1", "austin"], ["austin"])
+    assert known["IoU/austin"] is True and known["F1/austin1"] is True and known["MAE"] is False
+    assert "IoU/vienna" not in known and "MAE/austin" not in known and "IoU/" not in known
+    assert list(known)[-5:] == [f"{m}/austin" for m in SCORES]
+    assert "IoU/anything" in WithGroups(directions)  # before the data is known
+    assert base_metric("IoU/austin3") == "IoU" and base_metric("maxF") == "maxF"
+    assert base_metric("si_maxF/x") == "si_maxF/x"

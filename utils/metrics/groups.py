@@ -13,7 +13,7 @@ all tiles the counts are those of the dataset, so the pooled values equal the va
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -138,3 +138,43 @@ def format_group_table(rows: dict[str, Sequence[float]]) -> str:
         for name, values in rows.items()
     ]
     return "\n".join(lines)
+
+
+def base_metric(name: str) -> str:
+    """The metric a per-tile or per-group name reports (``IoU/austin`` -> ``IoU``); other names
+    are returned as they are."""
+    head, _, tail = name.partition("/")
+    return head if tail and head in SCORES else name
+
+
+class WithGroups(Mapping[str, bool]):
+    """Metric directions (``{name: higher is better}``) that also hold the per-tile and per-group
+    names ``"<binary metric>/<tile or group>"`` (:class:`TileScores`): those of ``places`` (tile
+    and group names), or any such name when ``places`` is None (before the data is known, e.g.
+    to check a config). Iterates over the plain names and, with ``places``, the ``IoU``,
+    ``F1``, ... of each of ``groups`` (the tiles are too many to list)."""
+
+    def __init__(
+        self,
+        directions: Mapping[str, bool],
+        places: Collection[str] | None = None,
+        groups: Sequence[str] = (),
+    ) -> None:
+        self._directions = directions
+        self._places = None if places is None else frozenset(places)
+        self._listed = [f"{metric}/{group}" for group in groups for metric in SCORES]
+
+    def __getitem__(self, name: str) -> bool:
+        if name in self._directions:
+            return self._directions[name]
+        metric, _, place = name.partition("/")
+        if metric in SCORES and place and (self._places is None or place in self._places):
+            return self._directions[metric]
+        raise KeyError(name)
+
+    def __iter__(self) -> Iterator[str]:
+        yield from self._directions
+        yield from self._listed
+
+    def __len__(self) -> int:
+        return len(self._directions) + len(self._listed)
