@@ -113,7 +113,8 @@ def read_pretrained(
             input_size=graph.input_size,
         )
     else:
-        weights = convert_state_dict(load_weights_only(path), name=str(path))
+        expected = "a PyTorch weights file (a torch.save output) or an ONNX graph"
+        weights = convert_state_dict(load_weights_only(path, expected=expected), name=str(path))
     if weights.source is None:
         return weights  # the fit check names the keys
     if variant is not None and variant != weights.variant:

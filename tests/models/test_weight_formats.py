@@ -464,7 +464,7 @@ def write_not_torch_file(kind: str, folder: Path) -> tuple[Path, str]:
     write(path)
     return path, re.escape(
         str(path)
-    ) + r" is not a PyTorch weights file \(a torch\.save output\): " + message
+    ) + r" is not a PyTorch weights file \(a torch\.save output\)( or an ONNX graph)?: " + message
 
 
 @pytest.mark.parametrize("kind", NOT_TORCH_FILES)

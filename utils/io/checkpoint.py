@@ -29,7 +29,11 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
         torch.save(state, f)
 
 
-def load_weights_only(path: str | Path, what: str = "weights file") -> Any:
+def load_weights_only(
+    path: str | Path,
+    what: str = "weights file",
+    expected: str = "a PyTorch weights file (a torch.save output)",
+) -> Any:
     """``torch.load(path, map_location="cpu", weights_only=True)``.
 
     Besides tensors and plain containers, ``argparse.Namespace`` is allowed (the ``args`` that
@@ -37,14 +41,15 @@ def load_weights_only(path: str | Path, what: str = "weights file") -> Any:
     and ``ValueError`` naming ``path`` for a file that is not a readable PyTorch file, saying what
     it is when its first bytes tell (ONNX, a zip or torch archive cut short, a web page, an image,
     text, an empty file: see :func:`utils.io.file_kinds.not_torch_reason`), or for one that would
-    need arbitrary unpickling (which can run any code, so it is refused).
+    need arbitrary unpickling (which can run any code, so it is refused). ``expected`` names
+    what the file should have been, in those messages (``path is not <expected>: ...``).
     """
     path = Path(path)
     if path.is_dir():
         raise IsADirectoryError(f"{what} {path} is a folder, not a file")
     if not path.is_file():
         raise FileNotFoundError(f"{what} {path} does not exist")
-    not_torch = f"{path} is not a PyTorch weights file (a torch.save output)"
+    not_torch = f"{path} is not {expected}"
     reason = not_torch_reason(path)
     if reason is not None:
         raise ValueError(f"{not_torch}: {reason}")
