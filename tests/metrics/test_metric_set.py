@@ -115,3 +115,21 @@ def test_evaluate_on_the_cpu_does_not_import_torch(tmp_path) -> None:
     line, optional = run("--device", "cpu", "--metrics", "MAE", "relaxFb")
     assert line == "TORCH 0"
     assert optional["MAE"] == pytest.approx(result["MAE"], abs=1e-15)
+
+
+def test_the_gpu_code_path_on_cpu_tensors_equals_the_numpy_path() -> None:
+    """PreparedBatch computes its per-pixel statistics in torch when its tensors are not on the
+    CPU (a GPU); run that code on CPU tensors (no NumpyBatch behind) and compare."""
+    from utils.metrics.prepare import PreparedBatch
+
+    preds, gts = mixed_pairs()
+    numpy_path, torch_path = MetricSet(), MetricSet()
+    for size in {p.shape for p in preds}:
+        batch_preds = np.stack([p for p in preds if p.shape == size])
+        batch_gts = np.stack([g for g in gts if g.shape == size]) > 128
+        numpy_path.update(batch_preds, batch_gts)
+        batch = PreparedBatch(torch.from_numpy(batch_preds), torch.from_numpy(batch_gts))
+        batch._cpu = None  # as on a GPU: bincounts, split point and wF in torch
+        torch_path.update_prepared(batch)
+    got, want = torch_path.compute(), numpy_path.compute()
+    assert got == pytest.approx(want, abs=1e-12, rel=0)
