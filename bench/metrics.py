@@ -30,6 +30,10 @@ import time
 import warnings
 from pathlib import Path
 
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # run as a script: make the repository's packages importable
+    sys.path.insert(0, str(ROOT))
+
 from utils.runtime.threads import wait_policy
 
 os.environ.update(wait_policy())  # before torch is imported: OpenMP reads it when it loads
@@ -51,7 +55,6 @@ from utils.metrics import DEFAULT_METRICS, SODMetrics
 
 BATCH = 16
 SHARPNESS = 40  # slope of the soft maps per unit of signed distance (image sides)
-ROOT = Path(__file__).resolve().parents[1]
 
 PLAIN_LOOP = """
 import os, sys, warnings

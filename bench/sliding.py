@@ -37,6 +37,10 @@ from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # run as a script: make the repository's packages importable
+    sys.path.insert(0, str(ROOT))
+
 import numpy as np
 import torch
 from torch import nn

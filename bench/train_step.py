@@ -56,10 +56,15 @@ from __future__ import annotations
 import argparse
 import itertools
 import math
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # run as a script: make the repository's packages importable
+    sys.path.insert(0, str(ROOT))
 
 import cv2
 import numpy as np

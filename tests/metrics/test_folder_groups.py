@@ -32,7 +32,8 @@ def write_tiles(root: Path, names: list[str], seed: int = 0) -> tuple[Path, Path
 
 def test_grouping_rule() -> None:
     assert tile_groups(["austin1", "vienna12"]) == ["austin", "vienna"]
-    assert tile_groups(["a/x", "b/y", "b/z"]) == ["a", "b", "b"]
+    assert tile_groups(["a/x", "b/y", "b/z"], "folder") == ["a", "b", "b"]
+    assert tile_groups(["a/x", "b/y"]) is None  # SOD sub-folders: only when asked
     assert tile_groups(["ILSVRC2012_test_00000003", "sun_abc"]) is None  # DUTS-TE: none
     assert tile_groups(["austin1"], "none") is None
     assert tile_groups(["x", "y"], "folder") == [".", "."]
@@ -74,7 +75,8 @@ def test_evaluate_reports_inria_cities_and_tiles(tmp_path: Path, capsys) -> None
 
 def test_folders_group_and_plain_names_do_not(tmp_path: Path) -> None:
     pred_dir, gt_dir = write_tiles(tmp_path / "f", ["site_a/t1", "site_a/t2", "site_b/t1"])
-    result = evaluate_folders(pred_dir, gt_dir, EvaluationSettings(progress=False))
+    by_folder = EvaluationSettings(progress=False, grouping="folder")
+    result = evaluate_folders(pred_dir, gt_dir, by_folder)
     assert result["tile_groups"] == {
         "site_a/t1": "site_a",
         "site_a/t2": "site_a",

@@ -87,7 +87,7 @@ def test_cli_table_json_and_reports(folders, tmp_path):
     pred_dir, gt_dir = folders
     out = tmp_path / "out" / "scores.json"
     proc = run_cli("--pred", pred_dir, "--gt", gt_dir, "--json", out, "--device", "cpu")
-    assert proc.returncode == 0, proc.stderr
+    assert proc.returncode == 1, proc.stderr  # img_5 has no prediction: scored without it
 
     # the table: every metric, in SODMetrics order
     lines = proc.stdout.splitlines()
@@ -237,7 +237,7 @@ def test_metric_selection(folders, capsys):
     pred_dir, gt_dir = folders
     wanted = list(DEFAULT_METRICS[::-1][:2])
     code = evaluate.main(["--pred", str(pred_dir), "--gt", str(gt_dir), "--metrics", *wanted])
-    assert code == 0
+    assert code == 1  # img_5 has no prediction
     out = capsys.readouterr().out
     rows = [line.split()[0] for line in out.splitlines() if line.split()[0] in DEFAULT_METRICS]
     assert rows == [name for name in DEFAULT_METRICS if name in wanted]

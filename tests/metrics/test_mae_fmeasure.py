@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import warnings
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -16,6 +17,7 @@ from utils.metrics import (
     HIGHER_IS_BETTER,
     FmeasureAccumulator,
     MAEAccumulator,
+    MetricSet,
     SODMetrics,
     prepare_batch,
     prob_to_uint8,
@@ -277,12 +279,17 @@ def test_prediction_is_resized_to_gt_size() -> None:
     small = F.interpolate(small, size=(24, 32), mode="bilinear", align_corners=False)
     small_u8 = small.round().clamp(0, 255).to(torch.uint8)
 
-    # uint8 map: bilinear on the 0..255 values, rounded and clamped back to uint8
-    expected = F.interpolate(small_u8.double(), size=(48, 64), mode="bilinear", align_corners=False)
-    expected = expected.round().clamp(0, 255).to(torch.uint8)[:, 0].numpy()
+    # uint8 map: PySODEvalToolkit's cv2.resize(pred, gt.shape[::-1], INTER_LINEAR) on uint8
+    expected = [
+        cv2.resize(image, (64, 48), interpolation=cv2.INTER_LINEAR)
+        for image in small_u8[:, 0].numpy()
+    ]
     metrics = SODMetrics(metrics=NAMES)
     metrics.update(small_u8, np.stack(gts))
-    assert_matches(metrics, list(expected), gts)
+    assert_matches(metrics, expected, gts)
+    from_files = MetricSet(NAMES)  # the torch-free path of evaluate.py: the same rule
+    from_files.update(list(small_u8[:, 0].numpy()), gts)
+    assert from_files.compute() == metrics.compute()
 
     # float probability: bilinear on the probability, then quantised
     prob = small_u8.float() / 255.0

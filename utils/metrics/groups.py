@@ -47,18 +47,17 @@ def tile_groups(names: Sequence[str], grouping: str = "auto") -> list[str | None
     ``names``: paths relative to the ground-truth folder, posix, without extension (the tile
     names); ``grouping``: ``city`` (the Inria city of the file name; ValueError naming a file
     that has none), ``folder`` (the relative folder, ``.`` at the top), ``none``, or ``auto``:
-    ``city`` when every file is an Inria tile (:data:`INRIA_CITIES`), ``folder`` when the files
-    lie in two or more folders, else ``none``. Raises ValueError for another ``grouping``.
+    ``city`` when every file is an Inria tile (:data:`INRIA_CITIES`), else ``none`` (SOD
+    datasets in sub-folders get no per-image keys unless asked). Raises ValueError for another
+    ``grouping``.
     """
     if grouping not in GROUPINGS:
         raise ValueError(f"grouping must be one of {', '.join(GROUPINGS)}, got {grouping!r}")
     cities = [inria_city(name.rsplit("/", 1)[-1]) for name in names]
     folders = [name.rsplit("/", 1)[0] if "/" in name else "." for name in names]
     if grouping == "auto":
-        if names and all(city in INRIA_CITIES for city in cities):
-            grouping = "city"
-        else:
-            grouping = "folder" if len(set(folders)) > 1 else "none"
+        inria = bool(names) and all(city in INRIA_CITIES for city in cities)
+        grouping = "city" if inria else "none"
     if grouping == "none":
         return None
     if grouping == "folder":

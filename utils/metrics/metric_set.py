@@ -10,6 +10,7 @@ with the same numbers: on the CPU both compute through
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Sequence
 from typing import Any
 
@@ -19,7 +20,7 @@ from utils.metrics.base import Accumulator
 from utils.metrics.binary import BinaryAccumulator
 from utils.metrics.emeasure import EmeasureAccumulator
 from utils.metrics.fmeasure import FmeasureAccumulator, MAEAccumulator
-from utils.metrics.numpy_batch import NumpyBatch
+from utils.metrics.numpy_batch import NumpyBatch, resize_map
 from utils.metrics.smeasure import SmeasureAccumulator
 from utils.metrics.weighted_f import WeightedFAccumulator
 
@@ -52,6 +53,15 @@ def directions(families: Sequence[type[Accumulator]]) -> dict[str, bool]:
     return result
 
 
+def unknown_metric(name: str | None, known: Sequence[str]) -> str:
+    """The message for an unknown metric ``name``: the closest names of ``known`` (case
+    ignored, as ``difflib`` finds them), then every name."""
+    lowered = {candidate.lower(): candidate for candidate in known}
+    close = difflib.get_close_matches(str(name).lower(), lowered, n=3, cutoff=0.6)
+    hint = f" (did you mean {' or '.join(repr(lowered[c]) for c in close)}?)" if close else ""
+    return f"unknown metric {name!r}{hint}; available: {', '.join(known)}"
+
+
 def as_bhw(values: np.ndarray, what: str) -> np.ndarray:
     """Reshape HxW, BxHxW or Bx1xHxW (numpy or torch) to BxHxW; raises ValueError otherwise."""
     if values.ndim == 2:
@@ -70,7 +80,8 @@ class MetricSet:
 
     :meth:`update` takes 8-bit maps as read from PNG files (numpy ``pred`` uint8 and ``gt``
     uint8, ``> 128`` is foreground, or bool; HxW, BxHxW or Bx1xHxW, or equal-length lists of
-    those); each prediction must have its mask's size (:class:`SODMetrics` also resizes).
+    those); a prediction of another size than its mask is resized to it as PySODEvalToolkit
+    does (:func:`~utils.metrics.numpy_batch.resize_map`).
     """
 
     def __init__(
@@ -82,9 +93,7 @@ class MetricSet:
         wanted = DEFAULT_METRICS if metrics is None else tuple(metrics)
         unknown = [name for name in wanted if name not in known]
         if unknown or not wanted:
-            raise ValueError(
-                f"unknown metric {unknown[0] if unknown else None!r}; available: {', '.join(known)}"
-            )
+            raise ValueError(unknown_metric(unknown[0] if unknown else None, known))
         self.names = tuple(name for name in known if name in wanted)
         self._accumulators: tuple[Accumulator, ...] = tuple(
             family()
@@ -126,15 +135,14 @@ class MetricSet:
             if not isinstance(pred_item, np.ndarray) or not isinstance(gt_item, np.ndarray):
                 raise TypeError("MetricSet.update takes numpy arrays (SODMetrics takes tensors)")
             preds, gts = as_bhw(pred_item, "pred"), as_bhw(gt_item, "gt")
-            if preds.shape != gts.shape:
-                raise ValueError(
-                    f"prediction {preds.shape} and ground truth {gts.shape} differ in size"
-                )
+            if preds.shape[0] != gts.shape[0]:
+                raise ValueError(f"batch size mismatch: pred {preds.shape[0]}, gt {gts.shape[0]}")
             if preds.dtype != np.uint8 or gts.dtype not in (np.uint8, np.bool_):
                 raise TypeError(
                     f"expected uint8 maps and uint8 or bool masks, got {preds.dtype} and "
                     f"{gts.dtype}"
                 )
+            preds = resize_map(preds, gts.shape[1:])
             if gts.shape[0]:
                 group = groups.setdefault(gts.shape[1:], ([], []))
                 group[0].append(preds)
@@ -144,9 +152,10 @@ class MetricSet:
 
     def confusion(self, pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
         """Per-image ``TP, FP, FN, TN`` (B x 4 int64) of the level-128 binary metrics of 8-bit
-        maps and masks of equal size (HxW or BxHxW; masks uint8 ``> 128`` or bool), as
-        :meth:`update` counts them."""
-        preds, gts = as_bhw(pred, "pred"), as_bhw(gt, "gt")
+        maps and masks (HxW or BxHxW; masks uint8 ``> 128`` or bool), as :meth:`update` counts
+        them."""
+        gts = as_bhw(gt, "gt")
+        preds = resize_map(as_bhw(pred, "pred"), gts.shape[1:])
         return BinaryAccumulator.confusion(
             NumpyBatch(preds, gts if gts.dtype == np.bool_ else gts > 128)
         )

@@ -9,10 +9,24 @@ from __future__ import annotations
 
 from functools import cached_property
 
+import cv2
 import numpy as np
 
 from utils.metrics.levels import NUM_LEVELS, LevelStats, level_counts
 from utils.metrics.weighted_f import weighted_fmeasure_image
+
+
+def resize_map(pred_uint8: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """An 8-bit map (HxW or BxHxW uint8) resized to ``size`` (height, width) as PySODEvalToolkit
+    does before scoring a prediction of another size than its mask: OpenCV's bilinear
+    ``cv2.resize(pred, (width, height), interpolation=cv2.INTER_LINEAR)`` on the uint8 map
+    (``utils/misc.py``, ``get_gt_pre_with_name``)."""
+    if pred_uint8.shape[-2:] == size:
+        return pred_uint8
+    height, width = size
+    if pred_uint8.ndim == 2:
+        return cv2.resize(pred_uint8, (width, height), interpolation=cv2.INTER_LINEAR)
+    return np.stack([resize_map(image, size) for image in pred_uint8])
 
 
 def split_point(gt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from utils.metrics.levels import NUM_LEVELS, LevelStats
-from utils.metrics.numpy_batch import NumpyBatch
+from utils.metrics.numpy_batch import NumpyBatch, resize_map
 
 ArrayLike = np.ndarray | torch.Tensor
 
@@ -41,14 +41,15 @@ def as_tensor(x: ArrayLike, device: torch.device) -> torch.Tensor:
 
 
 def pred_to_uint8(pred: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """BxHxW prediction (uint8 map or float probability) to a uint8 map of the given size."""
+    """BxHxW prediction (uint8 map or float probability) to a uint8 map of ``size`` (height,
+    width): a uint8 map of another size is resized as PySODEvalToolkit does
+    (:func:`~utils.metrics.numpy_batch.resize_map`, on the CPU); a probability map (a model's
+    output) is resized bilinearly in float64 (``align_corners=False``), then quantised with
+    :func:`prob_to_uint8`."""
     if pred.dtype == torch.uint8:
         if tuple(pred.shape[-2:]) == size:
             return pred
-        resized = F.interpolate(
-            pred.to(torch.float64).unsqueeze(1), size=size, mode="bilinear", align_corners=False
-        )[:, 0]
-        return torch.round(resized).clamp_(0.0, 255.0).to(torch.uint8)
+        return torch.from_numpy(resize_map(pred.cpu().numpy(), size)).to(pred.device)
     if pred.is_floating_point():
         if tuple(pred.shape[-2:]) != size:
             pred = F.interpolate(

@@ -10,9 +10,8 @@ the number of processes, and equal (up to float64 summation order) to one
 
 On the CPU with the default metrics (or some of them), nothing here imports torch
 (:class:`~utils.metrics.metric_set.MetricSet`): a torch import costs a second of CPU time per
-process, as much as scoring hundreds of pairs. A chunk with a prediction of another size than
-its mask (resized by :class:`~utils.metrics.sod.SODMetrics`), the optional metrics and a GPU
-use :class:`~utils.metrics.sod.SODMetrics`; both give the same numbers.
+process, as much as scoring hundreds of pairs. The optional metrics and a GPU use
+:class:`~utils.metrics.sod.SODMetrics`; both give the same numbers.
 
 Why processes: on the CPU the metrics are many small operators per image, and splitting each
 operator over torch's threads costs a barrier per operator (on a busy machine, a wait for a
@@ -85,18 +84,12 @@ class PairScores:
         self.confusion.update(chunk.confusion)
 
 
-def metric_set(
-    metrics: Sequence[str] | None, device: Any = "cpu", resize: bool = False
-) -> MetricSet:
+def metric_set(metrics: Sequence[str] | None, device: Any = "cpu") -> MetricSet:
     """A fresh metric set of ``metrics`` (None: the defaults) on ``device`` (a string or a
-    ``torch.device``): :class:`MetricSet` (no torch) on the CPU for default metrics when no
-    prediction needs ``resize``-ing, :class:`~utils.metrics.sod.SODMetrics` otherwise (the
-    same state layout and numbers). Raises ValueError naming an unknown metric."""
-    if (
-        str(device) == "cpu"
-        and not resize
-        and set(metrics or DEFAULT_METRICS) <= set(DEFAULT_METRICS)
-    ):
+    ``torch.device``): :class:`MetricSet` (no torch) on the CPU for default metrics,
+    :class:`~utils.metrics.sod.SODMetrics` otherwise (the same state layout and numbers).
+    Raises ValueError naming an unknown metric."""
+    if str(device) == "cpu" and set(metrics or DEFAULT_METRICS) <= set(DEFAULT_METRICS):
         return MetricSet(metrics)
     from utils.metrics.sod import SODMetrics
 
@@ -143,7 +136,7 @@ def score_chunk(
         result.binary_01 += flagged
         result.resized += pred.shape != gt.shape
     if preds:
-        scorer = metric_set(metrics, device, resize=result.resized > 0)
+        scorer = metric_set(metrics, device)
         scorer.update(preds, gts)
         result.state = scorer.state_arrays()
         if per_pair:

@@ -46,6 +46,11 @@ def format_duration(seconds: float) -> str:
     return f"{whole // 3600}h{whole % 3600 // 60:02d}m"
 
 
+def counted(number: int, noun: str) -> str:
+    """``number`` and ``noun``, plural unless it is 1: ``1 image``, ``3 images``."""
+    return f"{number} {noun}{'' if number == 1 else 's'}"
+
+
 def log_to_file(level: int, message: str, exc_info: BaseException | None = None) -> None:
     """Write ``message`` to ``train.log`` only (not the console): for the error that ends a run,
     which the script prints on stderr itself. Does nothing before :func:`setup_logging`, or in a
