@@ -25,8 +25,10 @@ import torch
 
 from u2seg import Predictor
 from utils.inference.files import list_inputs, predict_files
+from utils.inference.geo_outputs import FORMATS, GeoOptions, GeoOutputs
 from utils.inference.outputs import OUTPUT_KINDS
 from utils.inference.predictor import PREDICTION_MODES, PredictOptions
+from utils.inference.streaming import stream_files, streamable
 from utils.inference.windows import BLENDS
 from utils.io.atomic import write_json
 from utils.metrics.folders import (
@@ -87,7 +89,27 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     arg(
         "--save",
         default="map",
-        help=f"comma-separated outputs: {','.join(OUTPUT_KINDS)} (default map)",
+        help=f"comma-separated outputs: {','.join(OUTPUT_KINDS)} (default map); polygons: "
+        "building footprints as GeoJSON and GeoPackage (needs rasterio: requirements-geo.txt)",
+    )
+    arg(
+        "--format",
+        choices=FORMATS,
+        default="auto",
+        help="map and mask files: tif (GeoTIFF on the input's grid), png, or auto (default): "
+        "GeoTIFF for georeferenced TIFF inputs, PNG for the others",
+    )
+    arg(
+        "--simplify",
+        type=float,
+        default=0.0,
+        help="polygons: simplification tolerance in map units (default 0: pixel outlines)",
+    )
+    arg(
+        "--min-area",
+        type=float,
+        default=0.0,
+        help="polygons: drop footprints smaller than this, in map units squared (default 0)",
     )
     arg(
         "--threshold",
@@ -150,6 +172,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(f"--save {','.join(args.save)}: choose from {', '.join(OUTPUT_KINDS)}")
     if args.gt and "map" not in args.save:
         args.save = ("map", *args.save)  # --gt scores the written maps
+    if (args.simplify or args.min_area) and "polygons" not in args.save:
+        parser.error("--simplify and --min-area shape the polygons: add polygons to --save")
+    if args.simplify < 0 or args.min_area < 0:
+        parser.error("--simplify and --min-area must be 0 or more")
     if args.json and not args.gt:
         parser.error("--json writes the --gt scores: give --gt too")
     if not 0 <= args.threshold <= 1:
@@ -200,7 +226,9 @@ def main(argv: list[str] | None = None) -> int:
             fuse=args.fuse,
         )
         inputs = list_inputs(Path(args.input), Path(args.output))
-    except (ValueError, OSError) as err:  # ConfigError is a ValueError
+        geo = GeoOptions(args.format, args.simplify, args.min_area)
+        write = GeoOutputs(geo, dict(inputs), args.save)
+    except (ValueError, OSError, ImportError) as err:  # ConfigError is a ValueError
         print(f"error: {err}", file=sys.stderr)
         return 2
 
@@ -214,10 +242,18 @@ def main(argv: list[str] | None = None) -> int:
         f"{len(inputs)} image{'' if len(inputs) == 1 else 's'}; threads: {layout.compute} "
         f"compute, {args.workers} read + {args.workers} write"
     )
+    if write.note:
+        print(write.note, file=sys.stderr)
     start = time.perf_counter()
+    streamed = [item for item in inputs if streamable(predictor, write, args.save, item[1])]
+    rest = [item for item in inputs if item not in streamed]  # sliding GeoTIFFs: band by band
     written, failures = predict_files(
-        predictor, inputs, Path(args.output), args.save, args.threshold, args.workers
+        predictor, rest, Path(args.output), args.save, args.threshold, args.workers, write
     )
+    more, failed = stream_files(
+        predictor, streamed, Path(args.output), args.save, args.threshold, write
+    )
+    written, failures = written + more, failures + failed
     elapsed = time.perf_counter() - start
     rate = (
         f"{written / elapsed:.2f} images/s"

@@ -30,6 +30,12 @@ def read_requirements(path: Path) -> list[Requirement]:
     return [Requirement(line) for line in lines if line and not line.startswith("-")]
 
 
+def dev_includes(path: Path) -> list[str]:
+    """The files a requirements file includes with ``-r``, other than requirements.txt."""
+    lines = (line.split("#")[0].split() for line in path.read_text().splitlines())
+    return [line[1] for line in lines if line[:1] == ["-r"] and line[1] != "requirements.txt"]
+
+
 def closure(roots: list[str]) -> dict[str, list[Requirement]]:
     """Every installed distribution reachable from ``roots`` (canonical names) with the
     requirements it declares (extras' and other platforms' left out)."""
@@ -75,8 +81,10 @@ def constraints() -> tuple[dict[str, SpecifierSet], list[tuple[str, Requirement]
     for requirement in runtime_lines + [r for rs in runtime_closure.values() for r in rs]:
         name = canonicalize_name(requirement.name)
         ranges[name] = ranges.get(name, SpecifierSet()) & requirement.specifier
-    dev = read_requirements(ROOT / "requirements-dev.txt")
-    added = [("requirements-dev.txt", r) for r in dev]
+    # requirements-dev.txt and the files it includes besides requirements.txt (the geo extras)
+    dev_files = ["requirements-dev.txt", *dev_includes(ROOT / "requirements-dev.txt")]
+    added = [(name, r) for name in dev_files for r in read_requirements(ROOT / name)]
+    dev = [r for _, r in added]
     for who, requirements in closure([r.name for r in dev]).items():
         if who not in runtime_closure:
             added += [(who, r) for r in requirements]

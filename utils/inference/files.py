@@ -135,9 +135,12 @@ def predict_files(
     kinds: tuple[str, ...],
     threshold: float = 0.5,
     workers: int = 2,
+    write: Callable[..., None] = write_outputs,
 ) -> tuple[int, list[str]]:
     """Predict every ``(key, path)`` input and write its ``kinds`` of outputs (see
-    :mod:`utils.inference.outputs`; the mask is ``probability >= threshold``).
+    :mod:`utils.inference.outputs`; the mask is ``probability >= threshold``) with ``write``,
+    which takes the arguments of :func:`~utils.inference.outputs.write_outputs` (default; for
+    GeoTIFF and polygon outputs: :class:`utils.inference.geo_outputs.GeoOutputs`).
 
     ``workers`` threads read the next images and ``workers`` more write the outputs while the
     model runs (0: the calling thread reads and writes between forwards). An image that cannot
@@ -182,12 +185,10 @@ def predict_files(
                     saliency = prob_to_uint8(prob).cpu().numpy()
                     mask = (
                         (prob >= threshold).to(torch.uint8).mul_(255).cpu().numpy()
-                        if {"mask", "overlay"} & set(kinds)
+                        if {"mask", "overlay", "polygons"} & set(kinds)
                         else None
                     )
-                    future = writers.submit(
-                        write_outputs, out_dir, key, kinds, image, saliency, mask
-                    )
+                    future = writers.submit(write, out_dir, key, kinds, image, saliency, mask)
                     writes.append((path, future))
             settle(limit=2 * workers)
             bar.update(len(batch))

@@ -18,6 +18,7 @@ OUTPUT_KINDS = {  # kind: (folder, extension)
     "mask": ("masks", ".png"),
     "cutout": ("cutouts", ".png"),
     "overlay": ("overlays", ".jpg"),
+    "polygons": ("polygons", ".geojson"),  # and .gpkg: utils.inference.geo_outputs writes them
 }
 OUTPUT_MARKER = ".u2seg-outputs"
 """An empty file inference writes into its output folder, so that a later run whose input
