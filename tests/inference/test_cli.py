@@ -14,20 +14,6 @@ import torch
 import inference
 from tests.helpers import predict_map, random_image, tiny_config
 from tests.models.test_weight_formats import NOT_TORCH_FILES, write_not_torch_file
-from utils.config import load_config
-from utils.io.checkpoint import save_checkpoint
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory, lite) -> Path:
-    """A U2Seg checkpoint of ``lite`` whose stored config has base_size 48."""
-    folder = tmp_path_factory.mktemp("ckpt")
-    config = load_config(tiny_config(folder))
-    path = folder / "model.pth"
-    save_checkpoint(
-        {"arch": "U2Net", "epoch": 1, "state_dict": lite.state_dict(), "config": config}, path
-    )
-    return path
 
 
 def write_inputs(folder: Path) -> dict[str, tuple[int, int]]:

@@ -13,10 +13,8 @@ import pytest
 import torch
 
 import inference
-from tests.helpers import ROOT, random_image, tiny_config
-from utils.config import load_config
+from tests.helpers import ROOT, random_image
 from utils.inference.predictor import Predictor
-from utils.io.checkpoint import save_checkpoint
 
 rasterio = pytest.importorskip("rasterio")
 from rasterio.transform import Affine  # noqa: E402
@@ -26,18 +24,6 @@ TRANSFORM = Affine(0.5, 0.0, 600_010.0, 0.0, -0.5, 5_400_020.0)
 ROTATED = Affine(0.3, 0.1, 600_010.0, 0.08, -0.3, 5_400_020.0)
 NODATA_ROWS = 6
 """Rows at the top of the nodata input that are nodata in every band."""
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory, lite) -> Path:
-    """A U2Seg checkpoint of the lite model whose stored config has base_size 48."""
-    folder = tmp_path_factory.mktemp("ckpt")
-    config = load_config(tiny_config(folder))
-    path = folder / "model.pth"
-    save_checkpoint(
-        {"arch": "U2Net", "epoch": 1, "state_dict": lite.state_dict(), "config": config}, path
-    )
-    return path
 
 
 def write_input_tif(
