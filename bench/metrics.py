@@ -1,7 +1,7 @@
 """Time PySODMetrics (one image at a time) against ``SODMetrics`` (batches of 16), computation
 alone and as whole processes.
 
-``python -m bench.metrics [--images N] [--size 320] [--device cpu] [--threads N] [--files N]
+``python bench/metrics.py [--images N] [--size 320] [--device cpu] [--threads N] [--files N]
 [--busy N ...]`` scores N synthetic uint8 prediction / mask pairs with both, prints ms/image and
 the ratio, and the max abs difference of every metric both compute (a sanity line; expect
 ~1e-12 or less). Then the whole-process rows: ``--files`` pairs (default 300; 0: skipped) are
