@@ -15,7 +15,6 @@ from tests.inference.test_geotiff_outputs import (
     NODATA_ROWS,
     ROTATED,
     TRANSFORM,
-    checkpoint,  # noqa: F401 (fixture)
     red_is_probability,
     run_cli,
     write_input_tif,
@@ -101,7 +100,7 @@ def read_geopackage(path) -> tuple[list[tuple], int]:
 
 @pytest.mark.parametrize(("mode", "transform"), [("single", TRANSFORM), ("sliding", ROTATED)])
 def test_cli_polygons_in_the_tile_with_the_mask_area(
-    checkpoint,  # noqa: F811
+    checkpoint,
     tmp_path,
     monkeypatch,
     mode,
@@ -141,7 +140,7 @@ def test_cli_polygons_in_the_tile_with_the_mask_area(
 
 
 def test_cli_min_area_and_pixel_coordinates_without_georeferencing(
-    checkpoint,  # noqa: F811
+    checkpoint,
     tmp_path,
     monkeypatch,
 ):
@@ -163,6 +162,6 @@ def test_cli_min_area_and_pixel_coordinates_without_georeferencing(
     assert srs == -1 and len(rows) == 2
 
 
-def test_cli_refuses_polygon_options_without_polygons(checkpoint, tmp_path):  # noqa: F811
+def test_cli_refuses_polygon_options_without_polygons(checkpoint, tmp_path):
     with pytest.raises(SystemExit):
         run_cli("-m", checkpoint, "-i", tmp_path, "-o", tmp_path / "o", "--min-area", "3")
