@@ -197,3 +197,24 @@ def test_sliding_geotiffs_are_streamed_with_the_in_memory_maps(
         mask = dst.read(1)
     assert np.array_equal(streamed, in_memory)
     assert np.array_equal(mask == 255, streamed >= 128)
+
+
+def test_inria_submission_format(checkpoint, tmp_path, monkeypatch):
+    """The Inria leaderboard asks for one 0/255 8-bit single-channel TIFF per test tile, named as
+    the input (project.inria.fr/aerialimagelabeling/contest): masks/ of --save mask --format tif."""
+    red_is_probability(monkeypatch)
+    names = ["bellingham1", "innsbruck12", "sfo3"]
+    for seed, name in enumerate(names):
+        tile = random_image(40, 56, seed)
+        write_input_tif(tmp_path / "test" / "images" / f"{name}.tif", tile)
+    out = tmp_path / "submission"
+    args = ["-m", checkpoint, "-i", tmp_path / "test" / "images", "-o", out]
+    assert (
+        run_cli(*args, "--mode", "sliding", "--window", "32", "--save", "mask", "--format", "tif")
+        == 0
+    )
+    assert sorted(path.name for path in (out / "masks").iterdir()) == [f"{n}.tif" for n in names]
+    for name in names:
+        with rasterio.open(out / "masks" / f"{name}.tif") as mask:
+            assert (mask.count, mask.dtypes[0], mask.crs.to_string()) == (1, "uint8", CRS)
+            assert set(np.unique(mask.read(1))) <= {0, 255}
