@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from utils.runtime.threads import wait_policy
+from utils.runtime.threads import apply_training_threads, wait_policy
 
 os.environ.update(wait_policy())  # before torch is imported: OpenMP reads it when it loads
 
@@ -81,6 +81,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "train_loader.args.batch_size=4 (values are JSON)",
     )
     parser.add_argument("--seed", type=int, help="random seed (overrides the config's 'seed')")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        help="CPU cores to train on (overrides the config's 'threads'; 0: every usable core; "
+        "under torchrun the processes of a node share them)",
+    )
     args = parser.parse_args(argv)
     if not args.config and not args.resume:
         parser.error("give a config with -c CONFIG, or a checkpoint to resume with -r CHECKPOINT")
@@ -109,8 +115,8 @@ def registries() -> cfg.Registries:
 
 
 def resolve_config(args: argparse.Namespace, known: cfg.Registries) -> dict[str, Any]:
-    """The config of the run: stored (resume) <- -c file <- --seed <- --opt, then validated
-    (``trainer.monitor`` included: before any data is built)."""
+    """The config of the run: stored (resume) <- -c file <- --seed, --threads <- --opt, then
+    validated (``trainer.monitor`` included: before any data is built)."""
     config: dict[str, Any] = {}
     if args.resume:
         config = load_training_checkpoint(args.resume)["config"]
@@ -119,6 +125,8 @@ def resolve_config(args: argparse.Namespace, known: cfg.Registries) -> dict[str,
         config = cfg.merge(config, cfg.load_config(args.config))
     if args.seed is not None:
         config["seed"] = args.seed
+    if args.threads is not None:
+        config["threads"] = args.threads
     return cfg.apply_overrides(config, args.opt, known, WithGroups(HIGHER_IS_BETTER))
 
 
@@ -268,6 +276,9 @@ def run(
     logger = get_logger()
     logger.info("run folder: %s", run_dir)
     logger.info("%s", describe(execution, config))
+    # BaseDataLoader's default: no workers
+    workers = config["train_loader"].get("args", {}).get("num_workers", 0)
+    logger.info("%s", apply_training_threads(config["threads"], workers).describe())
 
     seed = config["seed"]
     seed_everything(seed)

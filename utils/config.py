@@ -26,6 +26,7 @@ DEFAULTS: dict[str, Any] = {
     "distributed": {"mode": "auto", "backend": "auto", "sync_bn": False, "timeout_min": 10.0},
     "amp": "off",
     "channels_last": False,
+    "threads": 0,  # CPU cores for training, 0: every usable core (utils/runtime/threads.py)
     "normalisation": "imagenet",
     "trainer": {
         "epochs": 100,
@@ -339,6 +340,13 @@ def check_print_metrics(trainer: dict[str, Any], metrics: Collection[str] | None
             )
 
 
+def _check_threads(threads: int) -> None:
+    if threads < 0:
+        raise ConfigError(
+            f"'threads' must be 0 (every usable core) or a number of cores, got {threads}"
+        )
+
+
 def _check_distributed(distributed: dict[str, Any]) -> None:
     if distributed["timeout_min"] <= 0:
         raise ConfigError(
@@ -397,6 +405,7 @@ def validate_config(
         raise ConfigError(f"'seed' must be 0 or more, got {full['seed']}")
     if full["n_gpu"] < 0:
         raise ConfigError(f"'n_gpu' must be 0 (CPU) or more, got {full['n_gpu']}")
+    _check_threads(full["threads"])
     for key, choices in CHOICES.items():
         section, _, name = key.rpartition(".")
         value = full[section][name] if section else full[name]

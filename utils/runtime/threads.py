@@ -1,6 +1,7 @@
 """CPU thread layout: torch's intra-op and inter-op threads, OpenCV's threads and the file I/O
-threads of a process, sized so that together they do not oversubscribe its cores; and how
-torch's OpenMP threads wait.
+threads of a process (:func:`thread_layout`; in training, its DataLoader workers and its share
+of the cores under DDP: :func:`training_layout`), sized so that together they do not
+oversubscribe its cores; and how torch's OpenMP threads wait.
 
 On a CPU shared with other work, an OpenMP worker thread that waits at an operator's barrier for
 a sibling that is not running must not spin there for long: spinning takes the core from the
@@ -31,9 +32,12 @@ import contextlib
 import os
 from dataclasses import dataclass
 
+from utils.runtime.logs import counted
+
 SPIN_COUNT = ("GOMP_SPINCOUNT", "1000")
-"""Environment variable and value that make waiting OpenMP threads spin 1000 rounds (microseconds at most)
-before they sleep: GNU OpenMP's, the one of the torch wheels on PyPI (see the module docstring)."""
+"""Environment variable and value that make waiting OpenMP threads spin 1000 rounds
+(microseconds at most) before they sleep: GNU OpenMP's, the one of the torch wheels on PyPI (see
+the module docstring)."""
 
 
 def wait_policy() -> dict[str, str]:
@@ -88,18 +92,84 @@ def thread_layout(
 
 
 def apply_threads(threads: int | None = None, gpu: bool = False) -> ThreadLayout:
-    """Apply :func:`thread_layout` to this process and return it: torch intra-op threads =
-    ``compute``, one inter-op thread (nothing here runs operators concurrently), OpenCV
-    single-threaded (it decodes and resizes one image at a time; a pool of its own would
-    compete with torch's threads)."""
+    """Apply :func:`thread_layout` to this process and return it (see
+    :func:`set_compute_threads`)."""
+    layout = thread_layout(threads, gpu=gpu)
+    set_compute_threads(layout.compute)
+    return layout
+
+
+def set_compute_threads(compute: int) -> None:
+    """Give this process ``compute`` torch intra-op threads, one inter-op thread (nothing here
+    runs operators concurrently) and a single-threaded OpenCV (it decodes and resizes one image
+    at a time; a pool of its own would compete with torch's threads)."""
     import cv2
     import torch
 
-    layout = thread_layout(threads, gpu=gpu)
-    torch.set_num_threads(layout.compute)
+    torch.set_num_threads(compute)
     if torch.get_num_interop_threads() != 1:
         # possible only before the process's first inter-op work: otherwise kept as it is
         with contextlib.suppress(RuntimeError):
             torch.set_num_interop_threads(1)
     cv2.setNumThreads(1)
+
+
+def local_processes() -> int:
+    """How many training processes share this machine's cores: torchrun's
+    ``LOCAL_WORLD_SIZE`` (its processes on this node, all with the same affinity mask), else 1
+    (one process; an ``srun`` task of SLURM has its own ``--cpus-per-task`` affinity mask)."""
+    try:
+        return max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    except ValueError:
+        return 1
+
+
+@dataclass(frozen=True)
+class TrainingLayout:
+    """How a training process uses its ``share`` of the ``cores``: ``compute`` torch intra-op
+    threads beside ``loader_workers`` DataLoader worker processes."""
+
+    cores: int
+    share: int
+    compute: int
+    loader_workers: int
+
+    def describe(self) -> str:
+        """The log line, e.g. ``threads: 2 compute, 1 loader worker (2 of 2 cores)``."""
+        return (
+            f"threads: {self.compute} compute, {counted(self.loader_workers, 'loader worker')} "
+            f"({self.share} of {self.cores} cores)"
+        )
+
+
+def training_layout(
+    threads: int = 0, loader_workers: int = 0, processes: int = 1, cores: int | None = None
+) -> TrainingLayout:
+    """The layout of one of ``processes`` training processes that together use ``threads``
+    cores (0: every usable core), each with ``loader_workers`` DataLoader workers.
+
+    Each process gets its share, ``threads // processes`` cores (at least 1). Loader workers
+    take cores from the compute threads only from a share of 3 cores on, and at most half of
+    them: a worker decodes and augments the next batch while the step runs and sleeps most of
+    the time. On 2 idle cores a demo epoch (whole process) took 34-38 s with 2 compute threads
+    beside 1 worker and 48 s with 1; with a spinning process beside, 51 s and 45 s (see
+    ``bench/threads.py`` and the README). Raises ValueError for a negative ``threads`` or
+    ``loader_workers`` or fewer than 1 ``processes``.
+    """
+    if threads < 0 or loader_workers < 0 or processes < 1:
+        raise ValueError(
+            "threads and loader_workers must be 0 or more and processes at least 1, got "
+            f"threads={threads}, loader_workers={loader_workers}, processes={processes}"
+        )
+    cores = cores or usable_cores()
+    share = max(1, (threads or cores) // processes)
+    taken = min(loader_workers, share // 2) if share >= 3 else 0
+    return TrainingLayout(cores, share, share - taken, loader_workers)
+
+
+def apply_training_threads(threads: int = 0, loader_workers: int = 0) -> TrainingLayout:
+    """Apply :func:`training_layout` (for :func:`local_processes` processes) to this process
+    (see :func:`set_compute_threads`) and return it."""
+    layout = training_layout(threads, loader_workers, local_processes())
+    set_compute_threads(layout.compute)
     return layout
