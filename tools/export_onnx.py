@@ -20,17 +20,22 @@ is the input size (``input_size``; by default the checkpoint's validation size, 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 import warnings
 from pathlib import Path
 
-import numpy as np
-import torch
-
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a script: make the repository's packages importable
     sys.path.insert(0, str(ROOT))
+
+from utils.runtime.threads import apply_threads, wait_policy  # noqa: E402  (imports no torch)
+
+os.environ.update(wait_policy())  # before torch is imported: OpenMP reads it when it loads
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
 
 from models import U2Net, read_pretrained  # noqa: E402
 from models.onnx_weights import INPUT_SIZE_KEY, NORMALISATION_KEY  # noqa: E402
@@ -71,7 +76,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=float,
         help="largest absolute ONNX-vs-PyTorch difference accepted (1e-4, fp16: 1e-2)",
     )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="CPU threads for tracing and the check (default 0: every usable core)",
+    )
     args = parser.parse_args(argv)
+    if args.threads < 0:
+        parser.error("--threads must be 0 (every usable core) or more")
     if args.size is not None and args.size < MIN_SIZE:
         parser.error(f"--size must be at least {MIN_SIZE}, got {args.size}")
     if args.half and not torch.cuda.is_available():
@@ -214,6 +227,7 @@ def export_checked(
 def main(argv: list[str] | None = None) -> int:
     """Export and check; returns the exit code (0, or 1 when the check fails)."""
     args = parse_args(argv)
+    apply_threads(args.threads)
     weights = read_pretrained(args.model)
     if args.size is None:  # tracing needs MIN_SIZE; a smaller trained size still runs
         args.size = max(MIN_SIZE, input_size(weights.config, weights.input_size))
