@@ -171,7 +171,7 @@ def settings_for(args: argparse.Namespace, device: Any) -> EvaluationSettings:
         cv2.setNumThreads(1)
         # torch's threads too, should a chunk need it (resizing, optional metrics)
         os.environ.setdefault("OMP_NUM_THREADS", str(layout.compute))
-    processes = 1 if gpu else args.threads or usable_cores()
+    processes = 1 if gpu else min(args.threads or usable_cores(), usable_cores())
     return EvaluationSettings(
         metrics=args.metrics,
         device=device,

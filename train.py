@@ -84,8 +84,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--threads",
         type=int,
-        help="CPU cores to train on (overrides the config's 'threads'; 0: every usable core; "
-        "under torchrun the processes of a node share them)",
+        help="CPU cores to train on (overrides the config's 'threads', as --opt threads=N, "
+        "which wins over it; 0: every usable core; under torchrun the processes of a node "
+        "share them)",
     )
     args = parser.parse_args(argv)
     if not args.config and not args.resume:

@@ -178,6 +178,13 @@ class BaseTrainer(ABC):
                 f"trainer.monitor: unknown metric {metric!r}; "
                 f"validation reports {', '.join(self.higher_is_better)}"
             )
+        if self.higher_is_better[metric] != (mode == "max"):
+            better = "higher" if self.higher_is_better[metric] else "lower"
+            right = "max" if self.higher_is_better[metric] else "min"
+            self.logger.warning(
+                "trainer.monitor %r keeps the epoch with the worst %s (%s is better): did you "
+                "mean %r?", monitor, metric, better, f"{right} {metric}",
+            )  # fmt: skip
         return mode, metric
 
     def _tb_step(self, epoch: int, iteration: int | None = None) -> int:

@@ -110,13 +110,15 @@ def forward_candidates(cores: int) -> list[Candidate]:
     return [*found, Candidate(cores, "short", interop=2)] if cores > 1 else found
 
 
-def threads_option(compute: int, workers: int) -> int:
-    """The smallest ``train.py --threads`` whose layout has ``compute`` compute threads beside
-    ``workers`` loader workers."""
-    threads = compute
-    while training_layout(threads, workers).compute != compute:
-        threads += 1
-    return threads
+def threads_option(compute: int, workers: int, cores: int | None = None) -> int:
+    """The smallest ``train.py --threads`` whose layout on ``cores`` (default: the usable ones)
+    has ``compute`` compute threads beside ``workers`` loader workers; raises ValueError when
+    no value has (``--threads`` is capped at the cores, and from 3 cores on workers take some)."""
+    cores = cores or usable_cores()
+    for threads in range(compute, cores + 1):
+        if training_layout(threads, workers, cores=cores).compute == compute:
+            return threads
+    raise ValueError(f"no --threads gives {compute} compute threads beside {workers} workers")
 
 
 def epoch_seconds(candidate: Candidate, save_dir: Path) -> float:

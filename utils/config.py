@@ -366,6 +366,12 @@ def _check_validation(full: dict[str, Any], metrics: Collection[str] | None) -> 
             "training; remove one of them (e.g. --opt train_loader.args.val_split=0, or "
             "--opt val_loader=null to validate on the held-out images)"
         )
+    if (full["val_loader"] or {}).get("args", {}).get("val_split"):
+        raise ConfigError(
+            "'val_loader.args.val_split' would only drop validation images: val_split holds out "
+            "training images for validation, so it belongs to train_loader.args (without a "
+            "val_loader)"
+        )
     monitor = full["trainer"]["monitor"].split()
     if metrics is not None and monitor != ["off"] and monitor[1] not in metrics:
         raise ConfigError(

@@ -78,7 +78,9 @@ def test_loader_workers_take_cores_from_three_cores_on_and_at_most_half():
     assert training_layout(0, 16, cores=8).compute == 4
     assert training_layout(0, 0, cores=8).compute == 8
     assert training_layout(1, 4, cores=8) == TrainingLayout(8, 1, 1, 4)
-    assert training_layout(6, 2, cores=4).compute == 4  # more threads than cores: as asked
+    # more threads than cores only wait for each other: capped at the cores (4, then 2 workers)
+    assert training_layout(6, 2, cores=4) == TrainingLayout(4, 4, 2, 2)
+    assert training_layout(64, 1, cores=2) == TrainingLayout(2, 2, 2, 1)
 
 
 def test_each_ddp_process_of_a_node_gets_its_share():
@@ -111,8 +113,11 @@ def test_apply_training_threads_sets_the_share_of_this_process(monkeypatch, rest
 
 
 def test_the_bench_finds_the_threads_option_of_each_layout():
-    for compute, workers in [(1, 0), (2, 1), (3, 1), (4, 4), (8, 2)]:
-        assert training_layout(threads_option(compute, workers), workers).compute == compute
+    for compute, workers in [(1, 0), (2, 1), (3, 1), (4, 4), (6, 2)]:
+        threads = threads_option(compute, workers, cores=8)
+        assert training_layout(threads, workers, cores=8).compute == compute
+    with pytest.raises(ValueError, match="no --threads gives 8 compute threads"):
+        threads_option(8, 2, cores=8)  # workers take 2 of the 8 cores
 
 
 def test_train_threads_option_reaches_the_layout_and_the_stored_config(tmp_path: Path):

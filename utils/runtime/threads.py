@@ -72,7 +72,8 @@ class ThreadLayout:
 def thread_layout(
     threads: int | None = None, cores: int | None = None, gpu: bool = False
 ) -> ThreadLayout:
-    """The layout for ``threads`` threads in all (0 or None: every usable core).
+    """The layout for ``threads`` threads in all (0 or None: every usable core; capped at the
+    usable cores, since more threads than cores only wait for each other).
 
     Decoding a JPEG and encoding a PNG map take milliseconds against hundreds for a forward on
     the CPU, so I/O threads only pay where there is a core to spare for them: with one or two
@@ -84,7 +85,7 @@ def thread_layout(
     if threads is not None and threads < 0:
         raise ValueError(f"threads must be 0 (every core) or more, got {threads}")
     cores = cores or usable_cores()
-    total = threads or cores
+    total = min(threads or cores, cores)  # more threads than cores only wait for each other
     if gpu:
         return ThreadLayout(cores=cores, compute=total, io=2)
     io = 1 if total >= 3 else 0
@@ -148,7 +149,8 @@ def training_layout(
     """The layout of one of ``processes`` training processes that together use ``threads``
     cores (0: every usable core), each with ``loader_workers`` DataLoader workers.
 
-    Each process gets its share, ``threads // processes`` cores (at least 1). Loader workers
+    Each process gets its share, ``threads // processes`` cores (at least 1; ``threads`` is
+    capped at the usable cores: more threads than cores only wait for each other). Loader workers
     take cores from the compute threads only from a share of 3 cores on, and at most half of
     them: a worker decodes and augments the next batch while the step runs and sleeps most of
     the time. On 2 idle cores a demo epoch (whole process) took 34-38 s with 2 compute threads
@@ -162,7 +164,7 @@ def training_layout(
             f"threads={threads}, loader_workers={loader_workers}, processes={processes}"
         )
     cores = cores or usable_cores()
-    share = max(1, (threads or cores) // processes)
+    share = max(1, min(threads or cores, cores) // processes)  # more would only wait
     taken = min(loader_workers, share // 2) if share >= 3 else 0
     return TrainingLayout(cores, share, share - taken, loader_workers)
 
