@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 
 import cv2
 import numpy as np
@@ -26,15 +25,6 @@ from utils.runtime.threads import (
     usable_cores,
     wait_policy,
 )
-
-
-@pytest.fixture
-def restore_threads() -> Iterator[None]:
-    """Give torch and OpenCV their thread counts back after the test."""
-    torch_threads, cv2_threads = torch.get_num_threads(), cv2.getNumThreads()
-    yield
-    torch.set_num_threads(torch_threads)
-    cv2.setNumThreads(cv2_threads)
 
 
 def test_the_layout_counts_io_threads_against_the_cores():

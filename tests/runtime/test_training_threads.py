@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
@@ -31,15 +30,6 @@ BASE = {
     "loss": {"type": "DeepSupervisionLoss"},
     "optimizer": {"type": "AdamW", "args": {"lr": 0.001}},
 }
-
-
-@pytest.fixture
-def restore_threads() -> Iterator[None]:
-    """Give torch and OpenCV their thread counts back after the test."""
-    torch_threads, cv2_threads = torch.get_num_threads(), cv2.getNumThreads()
-    yield
-    torch.set_num_threads(torch_threads)
-    cv2.setNumThreads(cv2_threads)
 
 
 def test_threads_defaults_to_every_core_and_takes_a_count():
