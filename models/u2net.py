@@ -131,9 +131,12 @@ class U2Net(BaseModel):
     Training mode returns seven logit maps at the input size: the fused map, then the side maps
     of De1, De2, De3, De4, De5, En6 (official d0, d1..d6). Eval mode returns ``sigmoid(fused)``.
     ``pretrained``: a weights file to start from (official, config-driven port, ours or an ONNX
-    graph; see :mod:`models.weight_formats`), which must hold this variant; ``pretrained_from``
-    then says which file and format they came from and ``pretrained_normalisation`` how they
-    expect their inputs normalised (both None without ``pretrained``).
+    graph; see :mod:`models.weight_formats`), which must hold this variant and ``in_channels``
+    input channels, or 3 when ``in_channels`` is more (the first conv is then widened, the extra
+    channels starting from the mean of the RGB filters:
+    :func:`models.weight_formats.widen_first_conv`); ``pretrained_from`` then says which file and
+    format they came from (and any widening) and ``pretrained_normalisation`` how they expect
+    their inputs normalised (both None without ``pretrained``).
 
     ``freeze_bn_stats``: BatchNorm normalises with its running statistics in training too, and
     never updates them. Weights read from an ONNX graph have their BatchNorm folded into the
@@ -169,7 +172,8 @@ class U2Net(BaseModel):
                     "keeps the folded identity statistics instead of batch statistics)"
                 )
             self.load_weights(weights)
-            self.pretrained_from = f"{pretrained} ({weights.source} weights)"
+            adapted = f"; {weights.adapted}" if weights.adapted else ""
+            self.pretrained_from = f"{pretrained} ({weights.source} weights{adapted})"
             self.pretrained_normalisation = weights.normalisation
 
     def summary(self) -> str:

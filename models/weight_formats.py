@@ -30,14 +30,17 @@ from models.variants import VARIANTS, check_variant
 from utils.io.checkpoint import first_keys, load_weights_only
 from utils.io.file_kinds import is_onnx_file
 from utils.preprocessing import NORMALISATIONS
+from utils.runtime.logs import get_logger
 
 OFFICIAL = "official U2NET/U2NETP"
 PORT = "config-driven port"
 OURS = "U2Seg"
+FIRST_CONV = "encoders.0.conv_in.conv.weight"  # En1's input conv: the only in_channels-wide tensor
+RGB = 3  # the input channels of every released U2Net
 EXAMPLES = {
     OFFICIAL: "stage1.rebnconvin.conv_s1.weight",
     PORT: "encode_modules.0.conv_in.conv.weight",
-    OURS: "encoders.0.conv_in.conv.weight",
+    OURS: FIRST_CONV,
 }
 _ROOTS = {
     OFFICIAL: re.compile(r"stage[1-6]d?|side[1-6]|outconv"),
@@ -64,7 +67,8 @@ class PretrainedWeights(NamedTuple):
     before the setting existed); the official files are ``official``, the port's ``imagenet``;
     ONNX graphs say in their metadata when we exported them, else (rembg's) ``official``.
     ``input_size`` is the square input size an ONNX file of ours was exported at (None
-    otherwise: a checkpoint's config gives it).
+    otherwise: a checkpoint's config gives it). ``adapted`` says what was changed to fit the
+    model they start (:func:`widen_first_conv`), empty when nothing was.
     """
 
     state_dict: dict[str, torch.Tensor]
@@ -76,6 +80,7 @@ class PretrainedWeights(NamedTuple):
     problem: str = ""
     normalisation: str | None = None
     input_size: int | None = None
+    adapted: str = ""
 
     def mismatch(self, model: str) -> str:
         """The start of the message when these weights do not fit ``model`` (e.g.
@@ -92,8 +97,12 @@ class PretrainedWeights(NamedTuple):
 def read_pretrained(
     path: str | Path, variant: str | None = None, in_channels: int | None = None
 ) -> PretrainedWeights:
-    """The weights of ``path`` in our naming; ``variant`` / ``in_channels``, when given, must
-    match the file (else a ValueError says what the file holds). An ONNX file (known by its
+    """The weights of ``path`` in our naming, to start a U2Net of ``variant`` with
+    ``in_channels`` inputs (None: whatever the file holds).
+
+    ``variant`` must match the file, and so must ``in_channels``, except that 3-channel (RGB)
+    weights start a model with more input channels by :func:`widen_first_conv` (logged, and said
+    in ``adapted``); otherwise a ValueError says what the file holds. An ONNX file (known by its
     first bytes) is read by :func:`models.onnx_weights.onnx_state_dict`. Raises
     ``FileNotFoundError`` for a missing file, ValueError for one that is neither a weights-only
     PyTorch file nor a U2Net ONNX graph, ImportError for an ONNX file without the onnx
@@ -122,12 +131,47 @@ def read_pretrained(
             f"{path} holds U2Net variant {weights.variant!r} ({weights.source} weights), "
             f"not {variant!r}: set the variant to {weights.variant!r}"
         )
-    if in_channels is not None and in_channels != weights.in_channels:
+    if in_channels is None or in_channels == weights.in_channels:
+        return weights
+    if weights.in_channels == RGB and in_channels > RGB:
+        weights = widen_first_conv(weights, in_channels)
+        get_logger().info("%s: %s", path, weights.adapted)
+        return weights
+    raise ValueError(
+        f"{path} holds a U2Net with {weights.in_channels} input channels, not {in_channels}: "
+        f"set arch.args.in_channels to {weights.in_channels} (only {RGB}-channel weights start "
+        f"a model with more input channels, the extra ones initialised from the RGB mean)"
+    )
+
+
+def widen_first_conv(weights: PretrainedWeights, in_channels: int) -> PretrainedWeights:
+    """``weights`` (3 input channels) with the first conv widened to ``in_channels`` (> 3).
+
+    The first conv (:data:`FIRST_CONV`, ``[out, 3, k, k]``) becomes ``[out, in_channels, k, k]``:
+    channels 0..2 keep the R, G, B filters unchanged and each further channel gets their mean,
+    ``w[:, :3].mean(dim=1, keepdim=True)`` (issue 18's rule: extra bands initialised from the
+    RGB mean when fine-tuning from 3-band weights). Its bias, if any, and every other tensor are
+    unchanged. timm's ``adapt_input_conv`` repeats the RGB filters and rescales all of them by
+    ``3 / in_channels``; we do not rescale, so channels 0..2 respond exactly as before to the
+    same RGB input (an extra band of zeros changes nothing), and the BatchNorm that follows the
+    conv normalises whatever scale the extra bands add. ValueError naming the file when
+    ``weights`` lack the conv or do not have 3 input channels.
+    """
+    conv = weights.state_dict.get(FIRST_CONV)
+    if conv is None or conv.dim() != 4 or conv.shape[1] != RGB or in_channels <= RGB:
+        found = "none" if conv is None else f"shape {list(conv.shape)}"
         raise ValueError(
-            f"{path} holds a U2Net with {weights.in_channels} input channels, "
-            f"not {in_channels}: set in_channels to {weights.in_channels}"
+            f"{weights.name}: cannot widen the first conv ({FIRST_CONV}, found: {found}) to "
+            f"{in_channels} input channels: only a [out, {RGB}, k, k] weight widens, to more "
+            f"than {RGB} channels"
         )
-    return weights
+    extra = conv.mean(dim=1, keepdim=True).expand(-1, in_channels - RGB, -1, -1)
+    state = weights.state_dict | {FIRST_CONV: torch.cat((conv, extra), dim=1)}
+    adapted = (
+        f"first conv widened from {RGB} to {in_channels} input channels "
+        "(extra channels: the mean of the RGB filters)"
+    )
+    return weights._replace(state_dict=state, in_channels=in_channels, adapted=adapted)
 
 
 def convert_state_dict(obj: Any, name: str = "state dict") -> PretrainedWeights:
@@ -242,13 +286,13 @@ def _fold_conv_biases(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]
 def _detect_variant(state: dict[str, torch.Tensor], source: str, name: str) -> tuple[str, int]:
     """The variant (from En1's mid channels) and the input channels (En1's input conv); without
     those convs, "full" and 3 (the key check that follows then lists what is missing)."""
-    first_in, first_mid = "encoders.0.conv_in.conv.weight", "encoders.0.encoders.0.conv.weight"
-    if any(k not in state or state[k].dim() != 4 for k in (first_in, first_mid)):
+    first_mid = "encoders.0.encoders.0.conv.weight"
+    if any(k not in state or state[k].dim() != 4 for k in (FIRST_CONV, first_mid)):
         return "full", 3
     mid = state[first_mid].shape[0]
     for variant, (encoders, _) in VARIANTS.items():
         if encoders[0].mid_ch == mid:
-            return variant, state[first_in].shape[1]
+            return variant, state[FIRST_CONV].shape[1]
     known = ", ".join(f"{v}: {e[0].mid_ch}" for v, (e, _) in VARIANTS.items())
     raise ValueError(
         f"{name}: {source} weights with {mid} mid channels in the first encoder match no U2Net "
