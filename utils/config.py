@@ -11,6 +11,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from utils.imagery import Imagery
 from utils.preprocessing import NORMALISATIONS
 
 
@@ -28,6 +29,7 @@ DEFAULTS: dict[str, Any] = {
     "channels_last": False,
     "threads": 0,  # CPU cores for training, 0: every usable core (utils/runtime/threads.py)
     "normalisation": "imagenet",
+    "imagery": None,  # band selection and scaling of rasters (utils/imagery.py); null: 8-bit RGB
     "trainer": {
         "epochs": 100,
         "save_dir": "saved/",
@@ -62,8 +64,8 @@ CHOICES = {  # plain keys with a fixed set of values
 # here) are not config keys.
 BUILT_SECTIONS: dict[str, tuple[str, ...]] = {
     "arch": (),
-    "train_loader": ("seed", "evaluation", "normalisation"),
-    "val_loader": ("seed", "evaluation", "normalisation"),
+    "train_loader": ("seed", "evaluation", "normalisation", "imagery"),
+    "val_loader": ("seed", "evaluation", "normalisation", "imagery"),
     "loss": (),
     "optimizer": ("params",),
     "lr_scheduler": ("optimizer", "total_iters"),
@@ -347,6 +349,29 @@ def _check_threads(threads: int) -> None:
         )
 
 
+def _check_imagery(config: dict[str, Any]) -> None:
+    """``imagery`` is null or a valid section (:meth:`utils.imagery.Imagery.from_config`), and the
+    model takes one input channel per band it selects (3 without it: images are read as RGB)."""
+    try:
+        imagery = Imagery.from_config(config.get("imagery"))
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    arch = config["arch"] if isinstance(config["arch"], dict) else {}
+    in_channels = (arch.get("args") or {}).get("in_channels", 3)
+    channels = 3 if imagery is None else imagery.channels
+    if in_channels != channels:
+        reason = (
+            "images are read as RGB without an 'imagery' section (which selects the bands of "
+            "multi-band rasters)"
+            if imagery is None
+            else f"'imagery.bands' selects {channels} band(s)"
+        )
+        raise ConfigError(
+            f"'arch.args.in_channels' is {in_channels} but {reason}: the model needs "
+            f"in_channels {channels}"
+        )
+
+
 def _check_distributed(distributed: dict[str, Any]) -> None:
     if distributed["timeout_min"] <= 0:
         raise ConfigError(
@@ -399,8 +424,9 @@ def validate_config(
     for section in REQUIRED_SECTIONS:
         if config.get(section) is None:
             raise ConfigError(f"the config needs a '{section}' section")
-    plain = {k: v for k, v in config.items() if k in DEFAULTS}
+    plain = {k: v for k, v in config.items() if k in DEFAULTS and k != "imagery"}
     _check_plain("", plain, DEFAULTS)
+    _check_imagery(config)
     for section in BUILT_SECTIONS:
         if config.get(section) is not None:
             _check_built(section, config[section], registries[section])

@@ -87,9 +87,10 @@ def is_geotiff_name(path: str | os.PathLike) -> bool:
     return Path(path).suffix.lower() in GEOTIFF_EXTENSIONS
 
 
-def _open(path: str | os.PathLike, feature: str) -> Any:
-    """``rasterio.open(path)`` without the warning about a raster that is not georeferenced;
-    ``OSError`` naming the path when it cannot be opened."""
+def open_raster(path: str | os.PathLike, feature: str) -> Any:
+    """``rasterio.open(path)`` for reading, without the warning about a raster that is not
+    georeferenced. Raises ``OSError`` naming the path when it cannot be opened, ImportError
+    naming ``feature`` without rasterio."""
     rasterio = rasterio_module(feature)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
@@ -103,7 +104,7 @@ def read_georeference(path: str | os.PathLike, feature: str = "GeoTIFF outputs")
     """The :class:`GeoReference` of the raster file ``path``. Raises ``OSError`` naming the path
     when rasterio cannot open it, ImportError (naming ``feature``) without rasterio."""
     rasterio = rasterio_module(feature)
-    with _open(path, feature) as src:
+    with open_raster(path, feature) as src:
         flags = src.mask_flag_enums
         masked = any(rasterio.enums.MaskFlags.all_valid not in band for band in flags)
         return GeoReference(src.crs, src.transform, src.height, src.width, masked)
@@ -113,7 +114,7 @@ def valid_pixels(path: str | os.PathLike, window: Any = None) -> np.ndarray:
     """HxW bool: True where at least one band of the raster ``path`` holds data (GDAL's dataset
     mask: a pixel is nodata when it is nodata in every band), for the whole raster or its
     ``rasterio.windows.Window`` ``window``. Raises ``OSError`` naming the path."""
-    with _open(path, "reading nodata") as src:
+    with open_raster(path, "reading nodata") as src:
         return src.dataset_mask(window=window) > 0
 
 

@@ -146,7 +146,7 @@ def _tiff_size(path: str | os.PathLike) -> tuple[int, int]:
     if bands not in (1, 3, 4):
         raise OSError(
             f"{path} has {bands} bands; supported are 8- or 16-bit grey, RGB or RGBA images "
-            "(export the RGB bands of multi-band imagery first)"
+            "(select the bands of multi-band imagery with the config's imagery section)"
         )
     return int(shape[0]), int(shape[1])
 
