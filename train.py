@@ -17,6 +17,7 @@ os.environ.update(wait_policy())  # before torch is imported: OpenMP reads it wh
 from base.base_dataloader import warn_shared_images
 from base.base_trainer import NonFiniteLossError
 from utils import config as cfg
+from utils.imagery import Imagery
 from utils.io.checkpoint import load_training_checkpoint
 from utils.io.run_dir import (
     has_results,
@@ -286,7 +287,7 @@ def run(
     # A resumed run takes its weights from the checkpoint, not from arch.args.pretrained.
     model = cfg.build(without_pretrained(config) if args.resume else config, "arch", known["arch"])
     logger.info("model: %s", model.summary())
-    normalisation = config["normalisation"]  # the same for training and validation
+    normalisation = config["normalisation"]
     expected = getattr(model, "pretrained_normalisation", None)
     if expected and expected != normalisation:
         logger.warning(
@@ -297,18 +298,13 @@ def run(
             normalisation,
             expected,
         )
-    train_loader = cfg.build(
-        config, "train_loader", known["train_loader"], seed=seed, normalisation=normalisation
-    )
+    inputs = {  # the same for training and validation
+        "normalisation": normalisation,
+        "imagery": Imagery.from_config(config["imagery"]),
+    }
+    train_loader = cfg.build(config, "train_loader", known["train_loader"], seed=seed, **inputs)
     val_loader = (
-        cfg.build(
-            config,
-            "val_loader",
-            known["val_loader"],
-            seed=seed,
-            evaluation=True,
-            normalisation=normalisation,
-        )
+        cfg.build(config, "val_loader", known["val_loader"], seed=seed, evaluation=True, **inputs)
         if config["val_loader"]
         else train_loader.split_validation()
     )

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from utils.imagery import Imagery
 from utils.preprocessing import NORMALISATIONS, check_normalisation
 from utils.runtime.distributed import get_rank, get_world_size
 from utils.runtime.logs import get_logger
@@ -185,8 +186,10 @@ class BaseDataLoader(DataLoader):
     ``val_split`` holds out part of the dataset; ``split_validation()`` returns a loader over it
     that uses the deterministic validation transform. Under DDP each process loads its share
     (see :class:`SeededSampler`); ``evaluation`` (set by ``train.py`` for the validation loader)
-    shards without padding, so each image is scored exactly once; ``normalisation`` (set by
-    ``train.py`` from the config) is handed to the dataset. A sample whose files cannot be
+    shards without padding, so each image is scored exactly once; ``normalisation`` and
+    ``imagery`` (set by ``train.py`` from the config; see :mod:`utils.imagery`) are handed to the
+    dataset, ``imagery`` only to one that reads rasters (``reads_rasters``; ValueError
+    otherwise). A sample whose files cannot be
     read is replaced by the next readable one of the loader's samples and flagged in
     ``dataset.skipped`` (see ``SeededDataSet.track_skipped``) for the trainer to count.
     """
@@ -203,9 +206,18 @@ class BaseDataLoader(DataLoader):
         seed: int = 0,
         evaluation: bool = False,
         normalisation: str = NORMALISATIONS[0],
+        imagery: Imagery | None = None,
         **dataset_args: Any,
     ) -> None:
         check_normalisation(normalisation)
+        if imagery is not None:
+            if not getattr(self.dataset_class, "reads_rasters", False):
+                raise ValueError(
+                    f"the config's 'imagery' section (band selection and scaling of rasters) "
+                    f"applies to the building tile loaders; {type(self).__name__} reads 8-bit RGB "
+                    "images: remove 'imagery'"
+                )
+            dataset_args["imagery"] = imagery
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         if val_split and not self.supports_val_split:

@@ -65,7 +65,8 @@ class SeededDataSet(Dataset):
     ``_sample``.
 
     ``dataset[i]`` or ``dataset[(index, seed, epoch)]`` (the key yielded by ``SeededSampler``)
-    returns ``(image, mask)``: a 3xHxW float32 image normalised as ``normalisation`` says and a
+    returns ``(image, mask)``: a CxHxW float32 image (C = 3, or the bands of an ``imagery``
+    section) normalised as ``normalisation`` says and a
     1xHxW float32 mask in [0, 1]. With a key, augmentation draws only from
     ``np.random.default_rng([seed, epoch, index])`` (:func:`sample_rng`), so it does not depend
     on worker count or process state; an int index draws from a fresh unseeded generator. A
@@ -73,7 +74,7 @@ class SeededDataSet(Dataset):
     ``BaseDataLoader`` calls), is replaced by the next readable one and flagged in ``skipped``.
 
     Hooks: ``_set_files`` fills ``self.files`` (called by ``__init__``); ``_sample(index, rng)``
-    returns the HxWx3 uint8 RGB image and the HxW mask in [0, 1] of a sample, augmented when
+    returns the HxWxC uint8 image (RGB) and the HxW mask in [0, 1] of a sample, augmented when
     ``self.augment``; ``_augment_pixels(pixels, rng)`` may change the 3xHxW float32 image (0..255)
     in place before normalisation; ``_repr_fields`` lists what ``repr`` shows after the split;
     ``_file_index(index)`` is the entry of ``self.files`` a sample reads (for ``image_files``).
@@ -190,7 +191,7 @@ class SeededDataSet(Dataset):
             if self.skipped is None:
                 raise
             image, mask, rng = self._replacement(item, index, err)
-        pixels = np.ascontiguousarray(image.transpose(2, 0, 1)).astype(np.float32)  # 3xHxW
+        pixels = np.ascontiguousarray(image.transpose(2, 0, 1)).astype(np.float32)  # CxHxW
         self._augment_pixels(pixels, rng)
         normalise_(pixels, self.normalisation)
         target = np.ascontiguousarray(mask, dtype=np.float32)[None]

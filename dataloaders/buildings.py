@@ -3,7 +3,9 @@
 Every dataset is a list of (image, mask) tiles of any size. Masks are binarised with ``> 0``
 (building = 1) whatever their encoding (0/1, 0/255, palette PNG). Images are read as 8-bit RGB
 (:func:`utils.io.images.read_image`: 16-bit data is scaled by 1/257, grey is replicated, more than
-4 bands is refused with a message naming the file).
+4 bands is refused with a message naming the file), or, with the config's ``imagery`` section, as
+the bands it selects, scaled as it says (:mod:`utils.imagery`, read with rasterio), whatever
+their number, bit depth and nodata.
 
 Training (``augment``): an epoch is ``windows_per_epoch`` windows of ``crop_size`` pixels (default:
 one per ``crop_size``-square area of the tiles), each from a tile chosen by index and a position
@@ -11,8 +13,9 @@ drawn from ``(seed, epoch, index)``: with probability ``building_bias`` the wind
 near a random building cell of the tile (from a 32-pixel grid of the mask, computed once per
 tile and process), else uniformly. Then a random flip and 90-degree rotation (nadir imagery has
 no up; no aspect distortion). A tile smaller than the crop is padded (image with the mean
-colour, mask with background). Windows are read with :class:`dataloaders.tiles.TileReader`
-(memory-mapped uncompressed TIFFs, else a per-process cache of decoded tiles).
+colour, :func:`utils.preprocessing.pad_values`, mask with background). Windows are read with
+:class:`dataloaders.tiles.TileReader` (memory-mapped uncompressed TIFFs, else a per-process cache
+of decoded tiles; rasterio windows with ``imagery``).
 
 Validation (no ``augment``): a fixed grid of non-overlapping ``crop_size`` windows covering every
 tile, the last row and column shifted inside the tile (so their overlap is scored twice; for
@@ -34,10 +37,12 @@ from base.base_dataset import SeededDataSet, check_positive_int
 from dataloaders.building_demo import ensure_building_demo
 from dataloaders.generated import MARKER
 from dataloaders.tiles import TileReader
+from utils.imagery import Imagery
 from utils.inference.windows import window_starts
 from utils.io.images import find_images, image_size
+from utils.io.rasters import raster_size
 from utils.metrics.groups import INRIA_TILE, inria_city
-from utils.preprocessing import PAD_COLOUR
+from utils.preprocessing import pad_values
 from utils.runtime.logs import get_logger
 
 GRID = 32  # cell size of the building map used for biased sampling
@@ -64,8 +69,11 @@ class BuildingDataset(SeededDataSet):
 
     A :class:`SeededDataSet` beside ``BaseDataSet``: its samples are windows read from the tiles
     (see the module docstring), not whole images resized, so the keys ``base_size``,
-    ``scale_range`` etc. of the image datasets do not apply here.
+    ``scale_range`` etc. of the image datasets do not apply here. ``imagery`` (the loader hands
+    it from the config): how the images' bands are selected and scaled, None for 8-bit RGB.
     """
+
+    reads_rasters = True
 
     def __init__(
         self,
@@ -76,6 +84,7 @@ class BuildingDataset(SeededDataSet):
         windows_per_epoch: int | None = None,
         building_bias: float = 0.5,
         cache_tiles: int = 4,
+        imagery: Imagery | None = None,
     ) -> None:
         if not 0 <= building_bias <= 1:
             raise ValueError(f"building_bias must be in [0, 1], got {building_bias}")
@@ -84,10 +93,12 @@ class BuildingDataset(SeededDataSet):
         self.windows_per_epoch = windows_per_epoch
         self.building_bias = building_bias
         self.cache_tiles = cache_tiles
+        self.imagery = imagery
         self._reader: TileReader | None = None
         self._cells: dict[int, np.ndarray] = {}
         super().__init__(data_dir, split, augment)
-        self.sizes = [image_size(image) for image, _ in self.files]
+        size = image_size if imagery is None else raster_size
+        self.sizes = [size(image) for image, _ in self.files]
         self.windows = self._grid()
 
     # -- reading --------------------------------------------------------------------------
@@ -95,14 +106,15 @@ class BuildingDataset(SeededDataSet):
     @property
     def reader(self) -> TileReader:
         if self._reader is None:  # one per process (a worker gets the dataset without it)
-            self._reader = TileReader(self.cache_tiles)
+            self._reader = TileReader(self.cache_tiles, self.imagery)
         return self._reader
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_reader": None, "_cells": {}}
 
     def _window(self, tile: int, y: int, x: int) -> tuple[np.ndarray, np.ndarray]:
-        """Image (RGB) and binary mask (0/1) of the crop at (y, x), padded to the crop."""
+        """Image (HxWxC uint8: RGB, or the imagery's bands) and binary mask (0/1) of the crop at
+        (y, x), padded to the crop."""
         image_path, mask_path = self.files[tile]
         crop = self.crop_size
         image = self.reader.window(image_path, y, x, crop, crop)
@@ -112,9 +124,14 @@ class BuildingDataset(SeededDataSet):
         mask = (mask > 0).astype(np.uint8)
         pad_h, pad_w = crop - image.shape[0], crop - image.shape[1]
         if pad_h or pad_w:
-            border = (0, pad_h, 0, pad_w, cv2.BORDER_CONSTANT)
-            image = cv2.copyMakeBorder(image, *border, value=PAD_COLOUR)
-            mask = cv2.copyMakeBorder(mask, *border, value=0)
+            image = np.stack(
+                [
+                    np.pad(image[:, :, c], ((0, pad_h), (0, pad_w)), constant_values=value)
+                    for c, value in enumerate(pad_values(image.shape[2]))
+                ],
+                axis=2,
+            )
+            mask = cv2.copyMakeBorder(mask, 0, pad_h, 0, pad_w, cv2.BORDER_CONSTANT, value=0)
         return image, mask
 
     # -- sampling -------------------------------------------------------------------------
@@ -194,6 +211,7 @@ class BuildingDataset(SeededDataSet):
             f"crop_size={self.crop_size}",
             f"augment={self.augment}",
             f"data_dir={self.data_dir!r}",
+            *([f"imagery={self.imagery.to_config()}"] if self.imagery else []),
         ]
 
 

@@ -193,7 +193,7 @@ def test_windows_are_seeded_samples_not_resized_images(tmp_path):
     )
     assert accepted_args(WHUBuildingDataset) == {
         "data_dir", "split", "image_dir", "mask_dir", "crop_size", "augment",
-        "windows_per_epoch", "building_bias", "cache_tiles",
+        "windows_per_epoch", "building_bias", "cache_tiles", "imagery",
     }  # fmt: skip
     first = dataset[(1, 4, 2)]
     assert all(torch.equal(a, b) for a, b in zip(first, dataset[(1, 4, 2)], strict=True))
