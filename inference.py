@@ -239,6 +239,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"{predictor.description} on {device}; {options.mode} mode, {describe(options)}, "
         f"{predictor.normalisation} normalisation{', fused' if predictor.fused else ''}; "
+        f"{'' if predictor.imagery is None else predictor.imagery.describe() + '; '}"
         f"{len(inputs)} image{'' if len(inputs) == 1 else 's'}; threads: {layout.compute} "
         f"compute, {args.workers} read + {args.workers} write"
     )

@@ -18,6 +18,7 @@ from torch import nn
 import models
 from models import U2Net, read_pretrained
 from utils import config as cfg
+from utils.imagery import Imagery
 from utils.inference.predictor import PredictOptions, default_batch_size
 from utils.inference.predictor import Predictor as _Predictor
 from utils.preprocessing import DEFAULT_INPUT_SIZE, NORMALISATIONS, check_normalisation
@@ -43,25 +44,28 @@ def input_size(config: dict[str, Any] | None, recorded: int | None = None) -> in
 
 
 class LoadedModel(NamedTuple):
-    """A model ready to predict: in eval mode on the CPU, with the input size and the
-    normalisation (:data:`utils.preprocessing.NORMALISATIONS`) it expects, and a description
+    """A model ready to predict: in eval mode on the CPU, with the input size, the
+    normalisation (:data:`utils.preprocessing.NORMALISATIONS`) and the imagery (bands and
+    scaling of its inputs, :mod:`utils.imagery`; None: 8-bit RGB) it expects, and a description
     for messages."""
 
     model: nn.Module
     input_size: int
     description: str
     normalisation: str
+    imagery: Imagery | None = None
 
 
 def load_model(
     weights: str | os.PathLike, config_path: str | os.PathLike | None = None
 ) -> LoadedModel:
-    """The model of ``weights``: a U2Seg checkpoint (its stored config gives the input size and
-    the normalisation), official / ported U2Net weights or a U2Net ONNX file (official
-    normalisation unless its metadata says otherwise). With ``config_path``, the config's
-    ``arch`` builds the model and ``weights`` (any of those formats) fill it; the config's
-    ``normalisation``, when it has one, overrides the weights'. Raises ``FileNotFoundError`` for
-    a missing file, :class:`utils.config.ConfigError` or ValueError for weights that do not fit.
+    """The model of ``weights``: a U2Seg checkpoint (its stored config gives the input size, the
+    normalisation and the imagery), official / ported U2Net weights or a U2Net ONNX file
+    (official normalisation unless its metadata says otherwise). With ``config_path``, the
+    config's ``arch`` builds the model and ``weights`` (any of those formats) fill it; the
+    config's ``normalisation`` (when it has one) and ``imagery`` override the weights'. Raises
+    ``FileNotFoundError`` for a missing file, :class:`utils.config.ConfigError` or ValueError for
+    weights or an imagery section that do not fit.
     """
     loaded = read_pretrained(weights)
     if not config_path:
@@ -69,7 +73,8 @@ def load_model(
         normalisation = loaded.normalisation or NORMALISATIONS[0]
         model = U2Net.from_weights(loaded)
         size = input_size(loaded.config, loaded.input_size)
-        return LoadedModel(model, size, description, normalisation)
+        imagery = _imagery(loaded.config, str(weights))
+        return LoadedModel(model, size, description, normalisation, imagery)
     config = cfg.load_config(config_path)
     if not isinstance(config.get("arch"), dict):
         raise cfg.ConfigError(f"{config_path} has no 'arch' section to build the model from")
@@ -80,7 +85,16 @@ def load_model(
     normalisation = config.get("normalisation", loaded.normalisation or NORMALISATIONS[0])
     check_normalisation(normalisation)
     description = f"{arch['type']} from {config_path}"
-    return LoadedModel(model.eval(), input_size(config), description, normalisation)
+    imagery = _imagery(config, str(config_path))
+    return LoadedModel(model.eval(), input_size(config), description, normalisation, imagery)
+
+
+def _imagery(config: dict[str, Any] | None, source: str) -> Imagery | None:
+    """The imagery of a (stored) config, None without one; ConfigError naming ``source``."""
+    try:
+        return Imagery.from_config((config or {}).get("imagery"))
+    except ValueError as err:
+        raise cfg.ConfigError(f"{source}: {err}") from None
 
 
 class Predictor(_Predictor):
@@ -115,12 +129,13 @@ class Predictor(_Predictor):
         ``size``, ``scales``, ``flip``, ``window``, ...); ``None`` means the default: ``size``
         from the checkpoint's config (else 320), ``window`` = ``size``, ``batch_size`` 8 on a
         GPU and 1 on the CPU. Raises ``FileNotFoundError`` or ValueError naming the file or
-        option at fault.
+        option at fault. Image files are read as the model's config says (its ``imagery``
+        section: band selection and scaling; else 8-bit RGB).
         """
         torch_device, ids = resolve_device(device)
         if ids:
             raise ValueError(f"device {device!r}: prediction runs on one device; give one id")
-        model, default_size, description, own_normalisation = load_model(path, config)
+        model, default_size, description, own_normalisation, imagery = load_model(path, config)
         chosen = {name: value for name, value in options.items() if value is not None}
         size = chosen.setdefault("size", default_size)
         chosen.setdefault("window", size)
@@ -134,6 +149,7 @@ class Predictor(_Predictor):
             amp=default_amp(torch_device) if amp == "auto" else amp,
             channels_last=channels_last,
             normalisation=normalisation or own_normalisation,
+            imagery=imagery,
         )
         predictor.description = description
         if fuse or (fuse is None and torch_device.type == "cpu"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
@@ -12,9 +13,11 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from utils.imagery import Imagery
 from utils.inference.outputs import OUTPUT_KINDS, OUTPUT_MARKER, write_outputs
 from utils.inference.predictor import Predictor
-from utils.io.images import IMAGE_EXTENSIONS, find_images, read_image
+from utils.io.images import IMAGE_EXTENSIONS, find_images
+from utils.io.rasters import read_model_input
 from utils.metrics.prepare import prob_to_uint8
 
 T = TypeVar("T")
@@ -100,7 +103,8 @@ def read_ahead(
 
 
 class InputImage(NamedTuple):
-    """An input as read: ``image`` (HxWx3 uint8 RGB), or None and the ``error`` message."""
+    """An input as read: ``image`` (HxWxC uint8: RGB, or the bands of an ``imagery`` section),
+    or None and the ``error`` message."""
 
     key: str
     path: Path
@@ -108,11 +112,13 @@ class InputImage(NamedTuple):
     error: str = ""
 
 
-def read_input(item: tuple[str, Path]) -> InputImage:
-    """Read the ``(key, path)`` input; a file that cannot be read gives its error message."""
+def read_input(item: tuple[str, Path], imagery: Imagery | None = None) -> InputImage:
+    """Read the ``(key, path)`` input as the model's ``imagery`` says (None: 8-bit RGB; see
+    :func:`utils.io.rasters.read_model_input`); a file that cannot be read gives its error
+    message."""
     key, path = item
     try:
-        return InputImage(key, path, read_image(path))
+        return InputImage(key, path, read_model_input(path, imagery))
     except OSError as err:
         return InputImage(key, path, None, str(err))
 
@@ -169,7 +175,8 @@ def predict_files(
         executor(workers) as writers,
         tqdm(total=len(inputs), unit="img", desc=predictor.options.mode, disable=None) as bar,
     ):
-        loaded = read_ahead(read_input, inputs, readers, depth=per_batch + workers)
+        read = functools.partial(read_input, imagery=predictor.imagery)
+        loaded = read_ahead(read, inputs, readers, depth=per_batch + workers)
         for batch in batched(loaded, per_batch):
             good = [item for item in batch if item.image is not None]
             failures += [item.error for item in batch if item.image is None]

@@ -33,6 +33,17 @@ def output_path(out_dir: Path, kind: str, key: str) -> Path:
     return out_dir / folder / f"{key}{extension}"
 
 
+def display_rgb(image: np.ndarray) -> np.ndarray:
+    """The HxWx3 uint8 RGB picture of an HxWxC uint8 model input: the image itself for RGB, the
+    first three bands of multi-band input (as its ``imagery`` section selects and scales them),
+    the first band as grey for one or two bands."""
+    if image.shape[2] == 3:
+        return image
+    if image.shape[2] > 3:
+        return np.ascontiguousarray(image[:, :, :3])
+    return np.repeat(image[:, :, :1], 3, axis=2)
+
+
 def overlay(image: np.ndarray, saliency: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """The image tinted by the saliency (``OVERLAY_OPACITY`` at 255) and the mask's outline."""
     alpha = saliency.astype(np.float32) * (OVERLAY_OPACITY / 255)
@@ -55,10 +66,12 @@ def write_outputs(
 ) -> None:
     """Write the ``kinds`` for one image.
 
-    ``image``: HxWx3 uint8 RGB; ``saliency``: HxW uint8 (``round(p * 255)``); ``mask``: HxW uint8
-    in {0, 255} (needed for the mask and the overlay). The cut-out is the RGB image with the
+    ``image``: HxWxC uint8, the model's input (RGB; multi-band images are shown by
+    :func:`display_rgb`); ``saliency``: HxW uint8 (``round(p * 255)``); ``mask``: HxW uint8 in
+    {0, 255} (needed for the mask and the overlay). The cut-out is the RGB image with the
     saliency as alpha (RGBA PNG).
     """
+    image = display_rgb(image)
     renders = {
         "map": lambda: saliency,
         "mask": lambda: mask,

@@ -1,7 +1,9 @@
 """Probability maps at each image's original size: single, multi-scale and sliding-window modes.
 
-Every mode takes 8-bit RGB images (as read by :func:`utils.io.images.read_image`) and returns
-float32 HxW saliency probabilities on the predictor's device, computed as follows.
+Every mode takes 8-bit RGB images (as read by :func:`utils.io.images.read_image`), or HxWxC
+8-bit images of the bands an ``imagery`` section selects and scales (:mod:`utils.imagery`, read by
+:func:`utils.io.rasters.read_model_input`), and returns float32 HxW saliency probabilities on the
+predictor's device, computed as follows.
 
 - Input: resized with ``cv2.INTER_LINEAR`` (the validation pipeline's resize) and normalised with
   the same float32 operations as the datasets, so an image at the validation size gets exactly
@@ -34,13 +36,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from utils.imagery import Imagery
 from utils.inference.fusion import fuse_conv_bn
 from utils.inference.windows import blend_weights, window_grid
-from utils.io.images import read_image
+from utils.io.rasters import read_model_input
 from utils.preprocessing import (
     DEFAULT_INPUT_SIZE,
-    INV_STD_255,
-    MEAN_255,
+    channel_mean_std,
     check_normalisation,
     official_gain,
 )
@@ -112,7 +114,8 @@ def min_max_normalise(prob: torch.Tensor) -> torch.Tensor:
 
 
 ImageInput = np.ndarray | str | os.PathLike
-"""An HxWx3 uint8 RGB array, or the path of an image file (read with ``read_image``)."""
+"""An HxWxC uint8 array (RGB, or the bands of the predictor's ``imagery``), or the path of an
+image file (read with :func:`utils.io.rasters.read_model_input`)."""
 
 
 class Predictor:
@@ -122,8 +125,10 @@ class Predictor:
     ``amp``: ``off``, ``fp16`` (CUDA) or ``bf16`` autocast of the forward (see
     :mod:`utils.runtime.precision`); ``channels_last``: the model and its inputs in channels-last
     memory format; ``normalisation``: as the model was trained (see
-    :data:`utils.preprocessing.NORMALISATIONS`). :meth:`fuse` makes it faster on the CPU (``fused``
-    says whether it was called).
+    :data:`utils.preprocessing.NORMALISATIONS`); ``imagery``: how image files are read, as the
+    model was trained (:mod:`utils.imagery`; None: 8-bit RGB). :meth:`fuse` makes it faster on the
+    CPU (``fused`` says whether it was called). Raises ValueError when the model's input channels
+    are not those the images are read with (3, or one per band of ``imagery``).
     """
 
     def __init__(
@@ -134,8 +139,12 @@ class Predictor:
         amp: str = "off",
         channels_last: bool = False,
         normalisation: str = "imagenet",
+        imagery: Imagery | None = None,
     ) -> None:
         self.device = torch.device(device)
+        self.imagery = imagery
+        self.channels = 3 if imagery is None else imagery.channels
+        _check_channels(model, self.channels)
         check_amp(amp, self.device)
         check_normalisation(normalisation)
         self.normalisation = normalisation
@@ -144,8 +153,9 @@ class Predictor:
         self.amp = amp
         self.memory_format = memory_format(channels_last)
         self.model = model.eval().to(self.device, memory_format=self.memory_format)
-        self._mean = torch.from_numpy(MEAN_255).to(self.device)
-        self._inv_std = torch.from_numpy(INV_STD_255).to(self.device)
+        mean, inv_std = channel_mean_std(self.channels)
+        self._mean = torch.from_numpy(mean).to(self.device)
+        self._inv_std = torch.from_numpy(inv_std).to(self.device)
 
     def fuse(self) -> Predictor:
         """Run a copy of the model with its Conv-BatchNorm(-ReLU) sequences fused
@@ -162,7 +172,7 @@ class Predictor:
 
     @torch.inference_mode()
     def forward(self, batch: torch.Tensor, gains: torch.Tensor | None = None) -> torch.Tensor:
-        """Probabilities (BxHxW float32) for a BxHxWx3 uint8 RGB batch on the device; ``gains``
+        """Probabilities (BxHxW float32) for a BxHxWxC uint8 batch on the device; ``gains``
         (B float32, official normalisation) scale each input first."""
         x = batch.permute(0, 3, 1, 2).float().contiguous(memory_format=self.memory_format)
         if gains is not None:
@@ -176,21 +186,22 @@ class Predictor:
     def predict(self, image: ImageInput) -> np.ndarray:
         """The HxW float32 probability map (0..1) of one image, at the image's size.
 
-        ``image``: an HxWx3 uint8 RGB array or an image file's path. Raises ``OSError`` naming
-        the file when it cannot be read, ValueError for an empty array or one of another shape or
-        dtype, TypeError for anything else (e.g. a list: use :meth:`predict_batch`).
+        ``image``: an HxWxC uint8 array (RGB, or the bands of ``imagery``) or an image file's
+        path. Raises ``OSError`` naming the file when it cannot be read, ValueError for an empty
+        array or one of another shape or dtype, TypeError for anything else (e.g. a list: use
+        :meth:`predict_batch`).
         """
         return self.predict_batch([image])[0]
 
     def predict_batch(self, images: Sequence[ImageInput]) -> list[np.ndarray]:
         """:meth:`predict` for each of ``images`` (batched as the options say)."""
-        arrays = [_as_rgb(image) for image in images]
+        arrays = [self._as_input(image) for image in images]
         return [prob.cpu().numpy() for prob in self.predict_tensors(arrays)]
 
     def predict_tensors(
         self, images: Sequence[np.ndarray], on_windows: Callable[[int], None] | None = None
     ) -> list[torch.Tensor]:
-        """The HxW float32 probability map of each HxWx3 uint8 RGB image, on the device.
+        """The HxW float32 probability map of each HxWxC uint8 image, on the device.
 
         ``on_windows(n)`` is called after each batch of ``n`` windows in sliding mode.
         """
@@ -287,7 +298,7 @@ class Predictor:
         return resize_probability(total.div_(weight_sum), (height, width))
 
     def _gains(self, images: np.ndarray) -> torch.Tensor | None:
-        """The official-normalisation gain of each of the BxHxWx3 ``images`` (None with the
+        """The official-normalisation gain of each of the BxHxWxC ``images`` (None with the
         ImageNet normalisation), float32 on the device."""
         if self.normalisation != "official":
             return None
@@ -295,18 +306,41 @@ class Predictor:
         gains = [official_gain(float(peak)) for peak in peaks]
         return torch.tensor(gains, dtype=torch.float32, device=self.device)
 
+    def _as_input(self, image: ImageInput) -> np.ndarray:
+        """``image`` as an HxWxC uint8 array (a path is read with ``read_model_input``)."""
+        if isinstance(image, str | os.PathLike):
+            return read_model_input(image, self.imagery)
+        expected = "RGB" if self.imagery is None else f"{self.channels}-band"
+        if not isinstance(image, np.ndarray):
+            raise TypeError(
+                f"expected an HxWx{self.channels} uint8 {expected} array or an image path, got "
+                f"{type(image).__name__} (predict_batch takes a list of them)"
+            )
+        if (
+            image.dtype != np.uint8
+            or image.ndim != 3
+            or image.shape[2] != self.channels
+            or not image.size
+        ):
+            raise ValueError(
+                f"expected an HxWx{self.channels} uint8 {expected} image, got a {image.dtype} "
+                f"array of shape {image.shape}"
+            )
+        return image
 
-def _as_rgb(image: ImageInput) -> np.ndarray:
-    """``image`` as an HxWx3 uint8 RGB array (a path is read with ``read_image``)."""
-    if isinstance(image, str | os.PathLike):
-        return read_image(image)
-    if not isinstance(image, np.ndarray):
-        raise TypeError(
-            f"expected an HxWx3 uint8 RGB array or an image path, got {type(image).__name__} "
-            "(predict_batch takes a list of them)"
-        )
-    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3 or not image.size:
-        raise ValueError(
-            f"expected an HxWx3 uint8 RGB image, got a {image.dtype} array of shape {image.shape}"
-        )
-    return image
+
+def _check_channels(model: nn.Module, channels: int) -> None:
+    """ValueError unless the first convolution of ``model`` takes ``channels`` inputs."""
+    first = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
+    if first is None or first.in_channels == channels:
+        return
+    how = (
+        "as RGB: no imagery section says which bands to read"
+        if channels == 3
+        else f"with {channels} bands (the imagery section)"
+    )
+    raise ValueError(
+        f"the model takes {first.in_channels} input channels but images are read {how}; give "
+        "the config it was trained with (inference.py -c), whose imagery section selects "
+        f"{first.in_channels} bands"
+    )

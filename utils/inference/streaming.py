@@ -11,8 +11,9 @@ divided, quantised and written into the GeoTIFF outputs (:func:`utils.io.geotiff
 The windows, their order, the blending and the arithmetic are those of ``Predictor._slide`` and
 ``_flip_averaged``, so the maps are identical to the in-memory path's. It applies
 (:func:`streamable`) in sliding mode at ``scale`` 1 without ``post_norm`` (a resize and a min-max
-normalisation need the whole map), to 3-band uint8 rasters that rasterio reads whose map and mask
-are written as GeoTIFF, when the outputs are among ``map``, ``mask`` and ``polygons``
+normalisation need the whole map), to 3-band uint8 rasters that rasterio reads (any raster with an
+``imagery`` section, read by :class:`utils.io.rasters.RasterBands`) whose map and mask are
+written as GeoTIFF, when the outputs are among ``map``, ``mask`` and ``polygons``
 (footprints need the whole mask: with ``polygons``, the 8-bit map and mask are kept in memory, 2
 bytes a pixel, and their extraction takes about 4 more).
 """
@@ -39,6 +40,7 @@ from utils.io.geotiff import (
     rasterio_module,
     write_window,
 )
+from utils.io.rasters import RasterBands
 from utils.metrics.prepare import prob_to_uint8
 from utils.preprocessing import official_gain
 
@@ -47,7 +49,7 @@ GDAL_CACHE_MB = 256
 """GDAL's block cache while streaming (its default, 5% of the RAM, holds finished tiles of
 the outputs for nothing: 2.0 instead of 1.0 GiB of peak RSS at 20000 x 20000 with 23 GiB)."""
 Rows = Callable[[int, int], np.ndarray]
-"""``rows(start, count)``: rows ``start .. start + count`` of a raster as count x W x 3 uint8."""
+"""``rows(start, count)``: rows ``start .. start + count`` of a raster as count x W x C uint8."""
 
 
 def streamable(predictor: Predictor, geo: GeoOutputs, kinds: tuple[str, ...], path: Path) -> bool:
@@ -65,7 +67,8 @@ def streamable(predictor: Predictor, geo: GeoOutputs, kinds: tuple[str, ...], pa
             reference = GeoReference(src.crs, src.transform, src.height, src.width)
     except rasterio.errors.RasterioIOError:
         return False
-    return layout == (3, "uint8") and geo.as_geotiff(reference)
+    readable = predictor.imagery is not None or layout == (3, "uint8")
+    return readable and geo.as_geotiff(reference)
 
 
 def slide_rows(
@@ -191,8 +194,12 @@ def _stream(
         }
         keep = "polygons" in kinds
         full = {kind: np.zeros(src.shape, np.uint8) for kind in ("map", "mask")} if keep else {}
+        imagery = predictor.imagery
+        bands = None if imagery is None else files.enter_context(RasterBands(path, imagery))
 
         def rows(start: int, count: int) -> np.ndarray:
+            if bands is not None:
+                return bands.read(start, 0, count, src.width)
             window = Window(0, start, src.width, count)
             try:
                 return np.ascontiguousarray(src.read((1, 2, 3), window=window).transpose(1, 2, 0))
