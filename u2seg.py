@@ -61,9 +61,10 @@ def load_model(
 ) -> LoadedModel:
     """The model of ``weights``: a U2Seg checkpoint (its stored config gives the input size, the
     normalisation and the imagery), official / ported U2Net weights or a U2Net ONNX file
-    (official normalisation unless its metadata says otherwise). With ``config_path``, the
-    config's ``arch`` builds the model and ``weights`` (any of those formats) fill it; the
-    config's ``normalisation`` (when it has one) and ``imagery`` override the weights'. Raises
+    (official normalisation and RGB inputs unless its metadata says otherwise). With
+    ``config_path``, the config's ``arch`` builds the model and ``weights`` (any of those
+    formats) fill it; the config's ``normalisation`` (when it has one) and ``imagery`` override
+    the weights'. Raises
     ``FileNotFoundError`` for a missing file, :class:`utils.config.ConfigError` or ValueError for
     weights or an imagery section that do not fit.
     """
@@ -73,7 +74,7 @@ def load_model(
         normalisation = loaded.normalisation or NORMALISATIONS[0]
         model = U2Net.from_weights(loaded)
         size = input_size(loaded.config, loaded.input_size)
-        imagery = _imagery(loaded.config, str(weights))
+        imagery = _imagery(loaded.imagery, str(weights))
         return LoadedModel(model, size, description, normalisation, imagery)
     config = cfg.load_config(config_path)
     if not isinstance(config.get("arch"), dict):
@@ -85,14 +86,15 @@ def load_model(
     normalisation = config.get("normalisation", loaded.normalisation or NORMALISATIONS[0])
     check_normalisation(normalisation)
     description = f"{arch['type']} from {config_path}"
-    imagery = _imagery(config, str(config_path))
+    imagery = _imagery(config.get("imagery"), str(config_path))
     return LoadedModel(model.eval(), input_size(config), description, normalisation, imagery)
 
 
-def _imagery(config: dict[str, Any] | None, source: str) -> Imagery | None:
-    """The imagery of a (stored) config, None without one; ConfigError naming ``source``."""
+def _imagery(section: dict[str, Any] | None, source: str) -> Imagery | None:
+    """The :class:`Imagery` of an ``imagery`` section, None without one; ConfigError naming
+    ``source``."""
     try:
-        return Imagery.from_config((config or {}).get("imagery"))
+        return Imagery.from_config(section)
     except ValueError as err:
         raise cfg.ConfigError(f"{source}: {err}") from None
 

@@ -27,6 +27,7 @@ read.
 
 from __future__ import annotations
 
+import json
 from collections import Counter, deque
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +38,7 @@ import torch
 from torch import nn
 
 from models.variants import VARIANTS, ConvSpec, fusion_conv, side_convs, trunk_convs
+from utils.imagery import Imagery
 from utils.preprocessing import NORMALISATIONS
 
 ONNX = "ONNX graph (BatchNorm folded)"
@@ -46,6 +48,9 @@ normalisation."""
 INPUT_SIZE_KEY = "input_size"
 """The metadata entry in which our exports record the square input size they were exported at
 (the size the model is run at by default when the file is loaded back)."""
+IMAGERY_KEY = "imagery"
+"""The metadata entry in which our exports of a model trained with an ``imagery`` section record
+it, as JSON (:mod:`utils.imagery`: which bands of a raster the inputs are, how scaled)."""
 
 
 @dataclass(frozen=True)
@@ -210,14 +215,16 @@ def _summary(model: Any) -> str:
 class OnnxWeights(NamedTuple):
     """The U2Net of an ONNX file: state dict in our naming, variant, input channels, the
     normalisation its inputs need (the ``normalisation`` metadata entry of our exports, else
-    ``official``: rembg's files hold the official weights) and the input size our exports record
-    (``input_size`` entry; None for other files)."""
+    ``official``: rembg's files hold the official weights), the input size our exports record
+    (``input_size`` entry; None for other files) and the ``imagery`` section they record (the
+    ``imagery`` entry, JSON; None without one: 8-bit RGB inputs)."""
 
     state_dict: dict[str, torch.Tensor]
     variant: str
     in_channels: int
     normalisation: str
     input_size: int | None = None
+    imagery: dict[str, Any] | None = None
 
 
 def onnx_state_dict(path: str | Path) -> OnnxWeights:
@@ -240,13 +247,14 @@ def onnx_state_dict(path: str | Path) -> OnnxWeights:
     heads = [c for c in convs if all(c is not t for t in trunk)]
     stage_at = {conv.index: stage for conv, stage in zip(trunk, stage_of, strict=True)}
     state |= _heads(heads, model.graph, stage_at, variant, name)
-    normalisation, size = _metadata(model, name)
-    return OnnxWeights(state, variant, in_channels, normalisation, size)
+    normalisation, size, imagery = _metadata(model, name)
+    return OnnxWeights(state, variant, in_channels, normalisation, size, imagery)
 
 
-def _metadata(model: Any, name: str) -> tuple[str, int | None]:
-    """The normalisation and input size recorded in the file's metadata (``official`` and None
-    where they are absent); ValueError naming the file for values that make no sense."""
+def _metadata(model: Any, name: str) -> tuple[str, int | None, dict[str, Any] | None]:
+    """The normalisation, input size and imagery section recorded in the file's metadata
+    (``official``, None and None where they are absent); ValueError naming the file for values
+    that make no sense."""
     metadata = {entry.key: entry.value for entry in model.metadata_props}
     normalisation = metadata.get(NORMALISATION_KEY, "official")
     if normalisation not in NORMALISATIONS:
@@ -256,7 +264,22 @@ def _metadata(model: Any, name: str) -> tuple[str, int | None]:
     size = metadata.get(INPUT_SIZE_KEY)
     if size is not None and not (size.isdigit() and int(size) > 0):
         raise ValueError(f"{name}: its metadata says input_size {size!r}; expected a positive int")
-    return normalisation, None if size is None else int(size)
+    return normalisation, None if size is None else int(size), _imagery(metadata, name)
+
+
+def _imagery(metadata: dict[str, str], name: str) -> dict[str, Any] | None:
+    """The ``imagery`` section of the metadata (checked), None without one."""
+    text = metadata.get(IMAGERY_KEY)
+    if text is None:
+        return None
+    try:
+        section = json.loads(text)
+        Imagery.from_config(section)
+    except ValueError as err:  # json.JSONDecodeError is a ValueError
+        raise ValueError(
+            f"{name}: its metadata's imagery entry {text!r} is invalid: {err}"
+        ) from None
+    return section
 
 
 def _heads(

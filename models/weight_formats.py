@@ -68,7 +68,9 @@ class PretrainedWeights(NamedTuple):
     ONNX graphs say in their metadata when we exported them, else (rembg's) ``official``.
     ``input_size`` is the square input size an ONNX file of ours was exported at (None
     otherwise: a checkpoint's config gives it). ``adapted`` says what was changed to fit the
-    model they start (:func:`widen_first_conv`), empty when nothing was.
+    model they start (:func:`widen_first_conv`), empty when nothing was. ``imagery`` is the
+    ``imagery`` section (:mod:`utils.imagery`) their inputs were read with: a U2Seg checkpoint's
+    config's, or the metadata of an ONNX export of one; None for 8-bit RGB inputs.
     """
 
     state_dict: dict[str, torch.Tensor]
@@ -81,6 +83,7 @@ class PretrainedWeights(NamedTuple):
     normalisation: str | None = None
     input_size: int | None = None
     adapted: str = ""
+    imagery: dict[str, Any] | None = None
 
     def mismatch(self, model: str) -> str:
         """The start of the message when these weights do not fit ``model`` (e.g.
@@ -120,6 +123,7 @@ def read_pretrained(
             str(path),
             normalisation=graph.normalisation,
             input_size=graph.input_size,
+            imagery=graph.imagery,
         )
     else:
         expected = "a PyTorch weights file (a torch.save output) or an ONNX graph"
@@ -193,7 +197,14 @@ def convert_state_dict(obj: Any, name: str = "state dict") -> PretrainedWeights:
     else:
         normalisation = "official" if source == OFFICIAL else NORMALISATIONS[0]
     return PretrainedWeights(
-        state, variant, in_channels, source, name, stored, normalisation=normalisation
+        state,
+        variant,
+        in_channels,
+        source,
+        name,
+        stored,
+        normalisation=normalisation,
+        imagery=(stored or {}).get("imagery") if source == OURS else None,
     )
 
 

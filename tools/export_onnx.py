@@ -14,17 +14,21 @@ The graph holds the model only: its input is the normalised RGB image. How to no
 weights (a checkpoint's ``normalisation``; ``official`` for the official files), printed and
 recorded in the file's metadata (``normalisation``), where ``load_pretrained`` reads it back. So
 is the input size (``input_size``; by default the checkpoint's validation size, else 320), which
-``inference.py -m model.onnx`` then predicts at, like with the checkpoint.
+``inference.py -m model.onnx`` then predicts at, like with the checkpoint, and the checkpoint's
+``imagery`` section, if any (``imagery``, JSON: which bands of a raster the channels are and how
+they are scaled), which ``inference.py`` then reads its inputs with.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
 import warnings
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a script: make the repository's packages importable
@@ -38,7 +42,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from models import U2Net, read_pretrained  # noqa: E402
-from models.onnx_weights import INPUT_SIZE_KEY, NORMALISATION_KEY  # noqa: E402
+from models.onnx_weights import IMAGERY_KEY, INPUT_SIZE_KEY, NORMALISATION_KEY  # noqa: E402
 from u2seg import input_size  # noqa: E402
 from utils.io.atomic import atomic_path  # noqa: E402
 
@@ -179,13 +183,18 @@ def verify(model: torch.nn.Module, path: Path, args: argparse.Namespace, channel
     print(f"OK: within {args.tolerance:g}")
 
 
-def record_metadata(path: Path, normalisation: str, size: int) -> None:
-    """Add the ``normalisation`` and ``input_size`` metadata entries to the ONNX file at
-    ``path`` (read back by :func:`models.onnx_weights.onnx_state_dict`)."""
+def record_metadata(
+    path: Path, normalisation: str, size: int, imagery: dict[str, Any] | None = None
+) -> None:
+    """Add the ``normalisation``, ``input_size`` and (when given) ``imagery`` metadata entries to
+    the ONNX file at ``path`` (read back by :func:`models.onnx_weights.onnx_state_dict`)."""
     import onnx
 
     graph = onnx.load(str(path))
-    for key, value in ((NORMALISATION_KEY, normalisation), (INPUT_SIZE_KEY, str(size))):
+    entries = [(NORMALISATION_KEY, normalisation), (INPUT_SIZE_KEY, str(size))]
+    if imagery is not None:
+        entries.append((IMAGERY_KEY, json.dumps(imagery)))
+    for key, value in entries:
         entry = graph.metadata_props.add()
         entry.key, entry.value = key, value
     onnx.save(graph, str(path))
@@ -197,6 +206,7 @@ def export_checked(
     args: argparse.Namespace,
     channels: int,
     normalisation: str = "imagenet",
+    imagery: dict[str, Any] | None = None,
 ) -> None:
     """Export ``model`` to a temporary file beside ``output``, check it (:func:`verify`) and only
     then rename it to ``output``: a failed export or check, or a full disk, leaves a previous
@@ -208,7 +218,7 @@ def export_checked(
     with atomic_path(output) as tmp:
         try:
             export(model, tmp, example, args.dynamic, args.opset, args.exporter)
-            record_metadata(tmp, normalisation, args.size)
+            record_metadata(tmp, normalisation, args.size, imagery)
         except ModuleNotFoundError as err:
             raise ModuleNotFoundError(
                 f"the {args.exporter} exporter needs {err.name} (pip install {err.name})",
@@ -239,13 +249,15 @@ def main(argv: list[str] | None = None) -> int:
         f"{weights.normalisation!r}: "
         + ("x / max(x)" if weights.normalisation == "official" else "x / 255")
         + ", then the ImageNet mean/std"
+        + (f"; imagery {json.dumps(weights.imagery)}" if weights.imagery else "")
     )
     if args.half:
         model = model.cuda().half()
     output = Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)
     try:
-        export_checked(model, output, args, channels, weights.normalisation or "imagenet")
+        normalisation = weights.normalisation or "imagenet"
+        export_checked(model, output, args, channels, normalisation, weights.imagery)
     except CheckFailedError as err:
         kept = f"the previous {output} is kept" if output.exists() else f"{output} is not written"
         print(f"FAILED: {err}; {kept}", file=sys.stderr)

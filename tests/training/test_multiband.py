@@ -104,3 +104,18 @@ def test_inference_reads_the_tiles_as_training_did_and_keeps_their_grid(run, tmp
     )
     expected = prob_to_uint8(torch.from_numpy(predictor.predict(source / "c.tif"))).numpy()
     assert np.array_equal(np.where(valid, written, 0), np.where(valid, expected, 0))
+
+
+def test_an_onnx_export_records_the_imagery_and_predicts_like_the_checkpoint(run, tmp_path):
+    pytest.importorskip(
+        "onnxruntime", reason="onnxruntime (requirements-dev.txt) checks the export"
+    )
+    from tests.models.test_export_onnx import load_tool
+
+    out = tmp_path / "rgbn.onnx"
+    assert load_tool().main(["-m", str(run / "checkpoint-epoch1.pth"), "-o", str(out)]) == 0
+    tile = run.parents[3] / "whu" / "val" / "image" / "c.tif"
+    from_onnx = Predictor.from_checkpoint(out, size=64, fuse=False)
+    assert from_onnx.imagery == Predictor.from_checkpoint(run / "checkpoint-epoch1.pth").imagery
+    expected = Predictor.from_checkpoint(run / "checkpoint-epoch1.pth", size=64, fuse=False)
+    np.testing.assert_allclose(from_onnx.predict(tile), expected.predict(tile), atol=1e-4)
