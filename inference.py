@@ -39,6 +39,7 @@ from utils.metrics.folders import (
 )
 from utils.preprocessing import NORMALISATIONS
 from utils.runtime.cpu_memory import exit_without_final_collection, keep_freed_memory
+from utils.runtime.logs import counted
 from utils.runtime.precision import AMP_DTYPES
 
 
@@ -240,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{predictor.description} on {device}; {options.mode} mode, {describe(options)}, "
         f"{predictor.normalisation} normalisation{', fused' if predictor.fused else ''}; "
         f"{'' if predictor.imagery is None else predictor.imagery.describe() + '; '}"
-        f"{len(inputs)} image{'' if len(inputs) == 1 else 's'}; threads: {layout.compute} "
+        f"{counted(len(inputs), 'image')}; threads: {layout.compute} "
         f"compute, {args.workers} read + {args.workers} write"
     )
     if write.note:
@@ -262,7 +263,7 @@ def main(argv: list[str] | None = None) -> int:
         else f"{elapsed / max(written, 1):.1f} s/image"
     )
     print(
-        f"{written} image{'' if written == 1 else 's'} written to {args.output} in "
+        f"{counted(written, 'image')} written to {args.output} in "
         f"{elapsed:.1f} s ({rate}); "
         f"{len(failures)} failed"
     )

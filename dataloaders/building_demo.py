@@ -10,8 +10,11 @@ The cities are ``CITIES`` ("austin", "vienna"). ``num_tiles`` training tiles are
 them (``city_tile_counts``), numbered 1..k per city, so that with the default 6 per city tiles
 1..5 (Inria's usual validation tiles) and at least one training tile exist per city. Each city
 also has one test tile, numbered k + 1 (a tile of its own, not a copy of a training tile). All
-TIFFs are uncompressed; read them with OpenCV (BGR) or any TIFF reader. The masks are 255 exactly
-on roof pixels and 0 elsewhere (shadows, trees, roads and paved lots are background).
+TIFFs are uncompressed GeoTIFFs, georeferenced as the Inria tiles are: a UTM CRS per city
+(:data:`CITY_GRIDS`), 0.3 m pixels, tiles side by side in a row from the city's origin (tile
+``n`` starts ``(n - 1) * tile_size`` pixels east of it); read them with OpenCV (BGR), any TIFF
+reader, or rasterio / GDAL / QGIS for the georeferencing. The masks are 255 exactly on roof
+pixels and 0 elsewhere (shadows, trees, roads and paved lots are background).
 
 Content, at a fixed ground resolution (buildings 15..80 px whatever the tile size, which only
 sets the area covered): a grass / dry grass / soil ground with low-frequency variation and
@@ -35,11 +38,18 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
+import tifffile
 
 from dataloaders.generated import ensure_generated
 
-BUILDING_DEMO_VERSION = 1
+BUILDING_DEMO_VERSION = 2  # 2: georeferenced tiles
 CITIES = ("austin", "vienna")
+PIXEL_SIZE = 0.3
+"""Ground sampling distance of the demo tiles in metres (that of the Inria dataset)."""
+CITY_GRIDS = {  # city: (EPSG code of its UTM zone, easting, northing of tile 1's top-left corner)
+    "austin": (32614, 620_000.0, 3_350_000.0),  # UTM 14N, central Austin
+    "vienna": (32633, 600_000.0, 5_340_000.0),  # UTM 33N, central Vienna
+}
 
 # roof classes: (colours RGB, probability of a gabled roof)
 _ROOFS = (
@@ -443,11 +453,24 @@ def _tile(city_index: int, n: int, size: int) -> tuple[np.ndarray, np.ndarray]:
     return np.clip(image, 0, 255).astype(np.uint8), mask
 
 
-def _write(path: str, array: np.ndarray) -> None:
-    """Write an uncompressed TIFF (RGB arrays are converted to OpenCV's BGR)."""
-    if array.ndim == 3:
-        array = cv2.cvtColor(array, cv2.COLOR_RGB2BGR)
-    cv2.imencode(".tif", array, [cv2.IMWRITE_TIFF_COMPRESSION, 1])[1].tofile(path)
+def _geotiff_tags(epsg: int, east: float, north: float) -> list[tuple[int, str, int, tuple, bool]]:
+    """tifffile ``extratags`` that georeference a raster whose top-left corner is at ``(east,
+    north)`` in the projected CRS ``EPSG:epsg`` with square :data:`PIXEL_SIZE` pixels (GeoTIFF
+    1.0, OGC 19-008r4: ModelPixelScaleTag 33550, ModelTiepointTag 33922, GeoKeyDirectoryTag
+    34735 with GTModelTypeGeoKey = projected, GTRasterTypeGeoKey = PixelIsArea and
+    ProjectedCSTypeGeoKey = ``epsg``)."""
+    keys = (1, 1, 0, 3, 1024, 0, 1, 1, 1025, 0, 1, 1, 3072, 0, 1, epsg)
+    return [
+        (33550, "d", 3, (PIXEL_SIZE, PIXEL_SIZE, 0.0), True),
+        (33922, "d", 6, (0.0, 0.0, 0.0, east, north, 0.0), True),
+        (34735, "H", len(keys), keys, True),
+    ]
+
+
+def _write(path: str, array: np.ndarray, tags: list[tuple[int, str, int, tuple, bool]]) -> None:
+    """Write an uncompressed GeoTIFF (HxW grey or HxWx3 RGB) with the GeoTIFF ``tags``."""
+    photometric = "rgb" if array.ndim == 3 else "minisblack"
+    tifffile.imwrite(path, array, photometric=photometric, extratags=tags)
 
 
 def _generate(root: str, num_tiles: int, tile_size: int) -> None:
@@ -460,11 +483,13 @@ def _generate(root: str, num_tiles: int, tile_size: int) -> None:
     for city_index, (city, count) in enumerate(city_tile_counts(num_tiles).items()):
         for n in range(1, count + 2):  # tile count + 1 is the test tile
             image, mask = _tile(city_index, n, tile_size)
+            epsg, east, north = CITY_GRIDS[city]
+            tags = _geotiff_tags(epsg, east + (n - 1) * tile_size * PIXEL_SIZE, north)
             if n <= count:
-                _write(os.path.join(dirs["train/images"], f"{city}{n}.tif"), image)
-                _write(os.path.join(dirs["train/gt"], f"{city}{n}.tif"), mask)
+                _write(os.path.join(dirs["train/images"], f"{city}{n}.tif"), image, tags)
+                _write(os.path.join(dirs["train/gt"], f"{city}{n}.tif"), mask, tags)
             else:
-                _write(os.path.join(dirs["test/images"], f"{city}{n}.tif"), image)
+                _write(os.path.join(dirs["test/images"], f"{city}{n}.tif"), image, tags)
 
 
 def ensure_building_demo(

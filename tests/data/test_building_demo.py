@@ -46,6 +46,20 @@ def test_inria_layout_and_names(generated: Path) -> None:
     assert marker["num_tiles"] == NUM_TILES and marker["tile_size"] == SIZE
 
 
+def test_tiles_are_georeferenced_like_inria_tiles(generated: Path) -> None:
+    rasterio = pytest.importorskip("rasterio")
+    base = generated / "AerialImageDataset"
+    grids = {}
+    for path in sorted(base.glob("*/*/*.tif")):
+        with rasterio.open(path) as src:
+            grids[path.relative_to(base).as_posix()] = (src.crs.to_epsg(), src.transform)
+    austin1, austin2 = grids["train/images/austin1.tif"], grids["train/images/austin2.tif"]
+    assert austin1[0] == 32614 and grids["test/images/vienna7.tif"][0] == 32633  # UTM zones
+    assert (austin1[1].a, austin1[1].e, austin1[1].b, austin1[1].d) == (0.3, -0.3, 0.0, 0.0)
+    assert austin2[1].c - austin1[1].c == SIZE * 0.3  # side by side, not on top of each other
+    assert grids["train/gt/austin2.tif"] == austin2  # a mask on its image's grid
+
+
 def test_images_and_masks(generated: Path) -> None:
     base = generated / "AerialImageDataset"
     fractions = []
