@@ -217,6 +217,31 @@ def scale_to_8_bits(
     return result
 
 
+def lookup_tables(dtype: np.dtype, low: np.ndarray, high: np.ndarray) -> np.ndarray | None:
+    """C x L uint8 tables of the scaling of 8- and 16-bit integer data (a dtype of
+    :data:`HISTOGRAM_DTYPES`; L = 256 or 65536): entry ``v - smallest`` of row ``c`` is
+    :func:`scale_to_8_bits` of the value ``v`` in band ``c``, so :func:`apply_tables` gives the
+    same bytes in one lookup per pixel. None for other data types."""
+    dtype = np.dtype(dtype)
+    if dtype.name not in HISTOGRAM_DTYPES:
+        return None
+    info = np.iinfo(dtype)
+    values = np.arange(int(info.min), int(info.max) + 1).astype(dtype)
+    every = np.repeat(values[None, :, None], len(low), axis=2)  # 1 x L x C
+    return np.ascontiguousarray(scale_to_8_bits(every, low, high)[0].T)
+
+
+def apply_tables(tables: np.ndarray, bands: np.ndarray) -> np.ndarray:
+    """The C x h x w uint8 scaling of the C x h x w integer ``bands`` by the ``tables`` of
+    :func:`lookup_tables` for their dtype."""
+    smallest = int(np.iinfo(bands.dtype).min)
+    out = np.empty(bands.shape, np.uint8)
+    for c in range(bands.shape[0]):
+        index = bands[c] if smallest == 0 else bands[c].astype(np.int32) - smallest
+        np.take(tables[c], index, out=out[c])
+    return out
+
+
 def band_histograms(pixels: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
     """C x L int64 histograms of the HxWxC integer ``pixels`` (a dtype of
     :data:`HISTOGRAM_DTYPES`; L = 256 or 65536 levels, from the type's smallest value), counting

@@ -13,7 +13,14 @@ from torch import nn
 from dataloaders.buildings import WHUBuilding, WHUBuildingDataset
 from dataloaders.demo import DemoSOD
 from utils.config import ConfigError, validate_config
-from utils.imagery import Imagery, band_histograms, histogram_percentiles, scale_to_8_bits
+from utils.imagery import (
+    Imagery,
+    apply_tables,
+    band_histograms,
+    histogram_percentiles,
+    lookup_tables,
+    scale_to_8_bits,
+)
 from utils.inference.predictor import PredictOptions, Predictor
 from utils.io.images import read_image
 from utils.io.rasters import RasterBands, read_bands, read_model_input
@@ -130,6 +137,16 @@ def test_dividing_uint16_by_65535_is_the_8_bit_rgb_reading(tmp_path):
     rgb = rng.integers(0, 65536, (3, 31, 45), dtype=np.uint16)
     path = write_raster(tmp_path / "rgb16.tif", rgb, photometric="RGB")
     assert np.array_equal(read_bands(path, Imagery((1, 2, 3))), read_image(path))
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.int8, np.uint16, np.int16])
+def test_lookup_tables_give_the_scaling_formulas_bytes(dtype):
+    info = np.iinfo(dtype)
+    pixels = np.random.default_rng(3).integers(info.min, int(info.max) + 1, (9, 11, 3), dtype=dtype)
+    low, high = np.array([info.min / 3, 5.0, -1.0]), np.array([info.max / 2, 5.0, 7.5])
+    tables = lookup_tables(np.dtype(dtype), low, high)
+    by_table = apply_tables(tables, pixels.transpose(2, 0, 1)).transpose(1, 2, 0)
+    assert np.array_equal(by_table, scale_to_8_bits(pixels, low, high))
 
 
 def test_scaling_rounds_clips_and_handles_constant_bands():

@@ -13,13 +13,16 @@ from __future__ import annotations
 import os
 from typing import Any
 
+import cv2
 import numpy as np
 
 from utils.imagery import (
     HISTOGRAM_DTYPES,
     Imagery,
+    apply_tables,
     band_histograms,
     histogram_percentiles,
+    lookup_tables,
     scale_to_8_bits,
 )
 from utils.io.geotiff import open_raster
@@ -55,6 +58,7 @@ class RasterBands:
             self._src.close()
             raise
         self._limits = limits
+        self._tables: np.ndarray | None = None
 
     def _check(self) -> None:
         src, imagery = self._src, self.imagery
@@ -105,14 +109,14 @@ class RasterBands:
         totals = None
         for row in range(0, self.height, STATS_ROWS):
             count = min(STATS_ROWS, self.height - row)
-            pixels, valid = self._raw(row, 0, count, self.width)
-            counts = band_histograms(pixels, valid)
+            bands, valid = self._raw(row, 0, count, self.width)
+            counts = band_histograms(bands.transpose(1, 2, 0), valid)
             totals = counts if totals is None else totals + counts
         values = histogram_percentiles(totals, self.imagery.percentiles, smallest)
         return values[:, 0], values[:, 1]
 
     def _raw(self, y: int, x: int, h: int, w: int) -> tuple[np.ndarray, np.ndarray | None]:
-        """The selected bands of the window, as stored (hxwxC), and where it holds data."""
+        """The selected bands of the window, as stored (Cxhxw), and where it holds data."""
         from rasterio.errors import RasterioIOError
         from rasterio.windows import Window
 
@@ -122,7 +126,7 @@ class RasterBands:
             valid = self._src.dataset_mask(window=window) > 0 if self.masked else None
         except RasterioIOError as err:
             raise OSError(f"cannot read {self.path}: {err}") from err
-        return pixels.transpose(1, 2, 0), valid
+        return pixels, valid
 
     def read(
         self, y: int = 0, x: int = 0, h: int | None = None, w: int | None = None
@@ -131,8 +135,16 @@ class RasterBands:
         by default), scaled; nodata pixels are 0. Raises ``OSError`` naming the path."""
         h = self.height - y if h is None else min(h, self.height - y)
         w = self.width - x if w is None else min(w, self.width - x)
-        pixels, valid = self._raw(y, x, max(h, 0), max(w, 0))
-        return scale_to_8_bits(pixels, *self.limits(), valid)
+        bands, valid = self._raw(y, x, max(h, 0), max(w, 0))
+        if self._tables is None:
+            self._tables = lookup_tables(self.dtype, *self.limits())
+        if self._tables is None:  # not 8- or 16-bit integers
+            scaled = scale_to_8_bits(bands.transpose(1, 2, 0), *self.limits(), valid)
+            return np.ascontiguousarray(scaled)
+        scaled = apply_tables(self._tables, bands)
+        if valid is not None:
+            scaled[:, ~valid] = 0
+        return _interleaved(scaled)
 
     def close(self) -> None:
         self._src.close()
@@ -142,6 +154,14 @@ class RasterBands:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+def _interleaved(bands: np.ndarray) -> np.ndarray:
+    """The C x h x w uint8 ``bands`` as a C-contiguous h x w x C array (``cv2.merge``: 0.2 ms
+    for 3 x 512 x 512 where numpy's transposed copy takes 2.8 ms)."""
+    if bands.size == 0:
+        return np.zeros((*bands.shape[1:], bands.shape[0]), np.uint8)
+    return cv2.merge(list(bands)).reshape(*bands.shape[1:], bands.shape[0])
 
 
 def read_bands(path: str | os.PathLike, imagery: Imagery) -> np.ndarray:
