@@ -23,7 +23,13 @@ from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any
 
-from utils.runtime.threads import apply_threads, thread_layout, usable_cores, wait_policy
+from utils.runtime.threads import (
+    apply_threads,
+    thread_layout,
+    threads_option_error,
+    usable_cores,
+    wait_policy,
+)
 
 os.environ.update(wait_policy())  # before torch is imported: OpenMP reads it when it loads
 
@@ -114,8 +120,8 @@ def _check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> No
         parser.error("--batch-size must be at least 1")
     if args.workers is not None and args.workers < 0:
         parser.error("--workers must be 0 or more")
-    if args.threads < 0:
-        parser.error("--threads must be 0 (every usable core) or more")
+    if threads_option_error(args.threads):
+        parser.error(threads_option_error(args.threads))
     if args.metrics and not set(args.metrics) <= set(DEFAULT_METRICS):
         from utils.metrics.sod import ALL_METRIC_NAMES
 

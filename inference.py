@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from utils.runtime.threads import apply_threads, wait_policy
+from utils.runtime.threads import apply_threads, threads_option_error, wait_policy
 
 os.environ.update(wait_policy())  # before torch is imported: OpenMP reads it when it loads
 
@@ -185,8 +185,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--batch-size must be at least 1")
     if args.workers is not None and args.workers < 0:
         parser.error("--workers must be 0 or more")
-    if args.threads < 0:
-        parser.error("--threads must be 0 (every core) or more")
+    if threads_option_error(args.threads):
+        parser.error(threads_option_error(args.threads))
     return args
 
 

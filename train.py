@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from utils.runtime.threads import apply_training_threads, wait_policy
+from utils.runtime.threads import apply_training_threads, threads_option_error, wait_policy
 
 os.environ.update(wait_policy())  # before torch is imported: OpenMP reads it when it loads
 
@@ -90,6 +90,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "share them)",
     )
     args = parser.parse_args(argv)
+    if threads_option_error(args.threads):
+        parser.error(threads_option_error(args.threads))
     if not args.config and not args.resume:
         parser.error("give a config with -c CONFIG, or a checkpoint to resume with -r CHECKPOINT")
     if args.resume == "auto" and not (args.config or args.run_dir):

@@ -34,7 +34,11 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a script: make the repository's packages importable
     sys.path.insert(0, str(ROOT))
 
-from utils.runtime.threads import apply_threads, wait_policy  # noqa: E402  (imports no torch)
+from utils.runtime.threads import (  # noqa: E402  (imports no torch)
+    apply_threads,
+    threads_option_error,
+    wait_policy,
+)
 
 os.environ.update(wait_policy())  # before torch is imported: OpenMP reads it when it loads
 
@@ -87,8 +91,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="CPU threads for tracing and the check (default 0: every usable core)",
     )
     args = parser.parse_args(argv)
-    if args.threads < 0:
-        parser.error("--threads must be 0 (every usable core) or more")
+    if threads_option_error(args.threads):
+        parser.error(threads_option_error(args.threads))
     if args.size is not None and args.size < MIN_SIZE:
         parser.error(f"--size must be at least {MIN_SIZE}, got {args.size}")
     if args.half and not torch.cuda.is_available():

@@ -53,6 +53,26 @@ def test_a_bad_threads_value_names_the_key(value, message):
     assert str(err.value) == message
 
 
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["train.py", "-c", "config.json"],
+        ["inference.py", "-m", "x.pth", "-i", "in", "-o", "out"],
+        ["evaluate.py", "--pred", "maps", "--gt", "masks"],
+        ["tools/export_onnx.py", "-m", "x.pth", "-o", "x.onnx"],
+    ],
+)
+def test_a_negative_threads_option_is_named_as_the_option(command):
+    done = subprocess.run(
+        [sys.executable, *command, "--threads", "-1"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert done.stderr.strip().endswith(
+        "error: --threads must be 0 (every usable core) or a number of cores, got -1"
+    )
+
+
 def test_opt_threads_is_validated_as_the_key():
     with pytest.raises(cfg.ConfigError, match=r"^--opt threads=-2: 'threads' must be 0"):
         cfg.apply_overrides(BASE, ["threads=-2"], registries())

@@ -34,6 +34,9 @@ from dataclasses import dataclass
 
 from utils.runtime.logs import counted
 
+THREADS_RULE = "0 (every usable core) or a number of cores"
+"""What a ``threads`` setting (the config key, every CLI's ``--threads``) may be."""
+
 SPIN_COUNT = ("GOMP_SPINCOUNT", "1000")
 """Environment variable and value that make waiting OpenMP threads spin 1000 rounds
 (microseconds at most) before they sleep: GNU OpenMP's, the one of the torch wheels on PyPI (see
@@ -83,13 +86,21 @@ def thread_layout(
     2 writer threads come on top. Raises ValueError for a negative ``threads``.
     """
     if threads is not None and threads < 0:
-        raise ValueError(f"threads must be 0 (every core) or more, got {threads}")
+        raise ValueError(f"threads must be {THREADS_RULE}, got {threads}")
     cores = cores or usable_cores()
     total = min(threads or cores, cores)  # more threads than cores only wait for each other
     if gpu:
         return ThreadLayout(cores=cores, compute=total, io=2)
     io = 1 if total >= 3 else 0
     return ThreadLayout(cores=cores, compute=total - io, io=io)
+
+
+def threads_option_error(threads: int | None) -> str | None:
+    """The message for a command line's ``--threads`` value (None when it is valid or absent),
+    for ``parser.error``."""
+    if threads is not None and threads < 0:
+        return f"--threads must be {THREADS_RULE}, got {threads}"
+    return None
 
 
 def apply_threads(threads: int | None = None, gpu: bool = False) -> ThreadLayout:
