@@ -33,7 +33,7 @@ from utils.runtime.threads import (
 
 os.environ.update(wait_policy())  # before torch is imported: OpenMP reads it when it loads
 
-from utils.io.atomic import write_json
+from utils.io.atomic import check_writable, write_json
 from utils.metrics.folders import (
     EvaluationSettings,
     evaluate_folders,
@@ -189,7 +189,14 @@ def settings_for(args: argparse.Namespace, device: Any) -> EvaluationSettings:
 
 
 def evaluate_one(args: argparse.Namespace, settings: EvaluationSettings) -> int:
-    """``--pred``/``--gt``: score, print, write ``--json``; returns the exit status."""
+    """``--pred``/``--gt``: score, print, write ``--json``; returns the exit status. An
+    unwritable ``--json`` path stops it before the scoring."""
+    if args.json:
+        try:
+            check_writable(args.json)
+        except OSError as err:
+            print(f"error: --json: cannot write {args.json}: {err}", file=sys.stderr)
+            return 2
     results = evaluate_folders(args.pred, args.gt, settings)
     print_report(results, args.pred, args.gt)
     if args.json:

@@ -175,6 +175,19 @@ def test_missing_folder_exits_2(tmp_path, folders, capsys):
     assert "prediction folder does not exist" in err and str(tmp_path / "nope") in err
 
 
+def test_an_unwritable_json_path_stops_before_scoring(tmp_path, folders, capsys, monkeypatch):
+    pred_dir, gt_dir = folders
+    blocker = tmp_path / "results"
+    blocker.write_text("a file where --json needs a folder")
+    scored = []
+    monkeypatch.setattr(evaluate, "evaluate_folders", lambda *a: scored.append(a))
+    for target in (blocker / "scores.json", tmp_path):
+        args = ["--pred", str(pred_dir), "--gt", str(gt_dir), "--json", str(target)]
+        assert evaluate.main(args) == 2
+        assert f"error: --json: cannot write {target}" in capsys.readouterr().err
+    assert not scored and not list(tmp_path.glob(".*.tmp"))
+
+
 def test_empty_folders_exit_2(tmp_path, folders, capsys):
     pred_dir, gt_dir = folders
     empty = tmp_path / "empty"

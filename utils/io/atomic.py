@@ -220,6 +220,21 @@ def atomic_path(path: str | os.PathLike, size: int | None = None) -> Iterator[Pa
         raise
 
 
+def check_writable(path: str | os.PathLike) -> None:
+    """Check now, before long work, that a file can be written at ``path`` later: its folder is
+    created as the writers create it, then the temporary file a write would use is made and
+    removed. Raises ``IsADirectoryError`` when ``path`` is a folder, :class:`UnwritableError`
+    for a full or read-only disk, ``OSError`` (e.g. ``PermissionError``) naming the path for
+    anything else."""
+    path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(errno.EISDIR, "a folder, not a file name", str(path))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = _create_temporary(path, None)
+    os.close(fd)
+    tmp.unlink()
+
+
 def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
     """Remove the temporary files that interrupted :func:`atomic_write` calls left in ``folder``
     (``.NAME.<random>.tmp``, e.g. of a process killed during a checkpoint save); returns them.
