@@ -384,6 +384,14 @@ def _check_validation(full: dict[str, Any], metrics: Collection[str] | None) -> 
     """The validation data come from ``val_loader`` or ``train_loader.args.val_split``, not both;
     the metric of ``trainer.monitor`` is one of ``metrics`` (when given)."""
     val_split = full["train_loader"].get("args", {}).get("val_split")
+    is_count = isinstance(val_split, int) and not isinstance(val_split, bool) and val_split >= 1
+    is_fraction = isinstance(val_split, float) and 0 < val_split < 1
+    if val_split not in (None, 0) and not (is_count or is_fraction):
+        raise ConfigError(
+            f"'train_loader.args.val_split' must be 0 (none), a fraction 0 < val_split < 1 of "
+            f"the samples (e.g. 0.1) or a whole count of them (an integer, e.g. 50), got "
+            f"{json.dumps(val_split)}"
+        )
     if val_split and full["val_loader"] is not None:
         raise ConfigError(
             f"'train_loader.args.val_split' ({val_split}) and 'val_loader' are both set: "

@@ -95,12 +95,15 @@ def test_val_split_counts_say_what_was_held_out(tmp_path):
     assert "images=8," not in log and SHARED not in log
 
 
+@pytest.mark.parametrize("val_split", [1.0, 1.5, -0.2, -3])
+def test_a_val_split_that_is_neither_fraction_nor_count_stops_the_config_check(duts_dir, val_split):
+    with pytest.raises(cfg.ConfigError, match=r"'train_loader\.args\.val_split' must be 0"):
+        cfg.validate_config(duts_config(duts_dir, val_split=val_split), REGISTRIES)
+
+
 @pytest.mark.parametrize(
     ("val_split", "problem"),
     [
-        (1.0, "val_split=1.0 is out of range"),
-        (1.5, "val_split=1.5 is out of range"),
-        (-0.2, "val_split=-0.2 is out of range"),
         (6, "val_split=6 is out of range"),
         (0.01, "val_split=0.01 holds out 0 of the 6 samples"),
         (0.99, "val_split=0.99 holds out 6 of the 6 samples"),

@@ -1,6 +1,7 @@
 """Config validation, defaults, dotted overrides and building from registries."""
 
 import json
+import re
 
 import pytest
 
@@ -46,10 +47,18 @@ def test_defaults_are_filled_and_input_untouched():
         ({**BASE, "trainer": {"epochs": 0}}, "'trainer.epochs' must be at least 1"),
         ({k: v for k, v in BASE.items() if k != "loss"}, "needs a 'loss' section"),
         ({**BASE, "loss": {"type": "DeepSupervisionLoss", "weight": [1]}}, "'loss.weight'"),
+        *(
+            (
+                {**BASE, "train_loader": {"type": "DUTS", "args": {"val_split": bad}}},
+                f"'train_loader.args.val_split' must be 0 (none), a fraction 0 < val_split < 1 of "
+                f"the samples (e.g. 0.1) or a whole count of them (an integer, e.g. 50), got {bad}",
+            )
+            for bad in (1.0, 1.5, -0.2, -3)
+        ),
     ],
 )
 def test_bad_configs_name_the_key(config, message):
-    with pytest.raises(cfg.ConfigError, match=message.replace("(", r"\(").replace(".", r"\.")):
+    with pytest.raises(cfg.ConfigError, match=re.escape(message)):
         cfg.validate_config(config, REGISTRIES)
 
 
