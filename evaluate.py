@@ -216,12 +216,18 @@ def evaluate_benchmark(args: argparse.Namespace, settings: EvaluationSettings) -
     from utils.metrics.reports import OVERALL, markdown_table, table_rows, write_outputs
 
     datasets, methods = read_config(args.config) if args.config else ({}, {})
-    datasets.update(parse_entries(args.datasets, "--datasets"))
-    methods.update(parse_entries(args.methods, "--methods"))
+    for entries, option, known in (
+        (args.datasets, "--datasets", datasets),
+        (args.methods, "--methods", methods),
+    ):
+        given = parse_entries(entries, option)
+        for name in sorted(set(given) & set(known)):
+            print(f"note: {option} {name}= replaces {name} of {args.config}", file=sys.stderr)
+        known.update(given)
     out = Path(args.out)
     result = run_benchmark(build_spec(datasets, methods), settings, out / "cache")
     try:
-        written = write_outputs(result, out)
+        written, removed = write_outputs(result, out)
     except OSError as err:
         print(f"error: cannot write the outputs into {out}: {err}", file=sys.stderr)
         return 2
@@ -232,6 +238,7 @@ def evaluate_benchmark(args: argparse.Namespace, settings: EvaluationSettings) -
         f"{counted(len(result.methods), 'method')} x {counted(len(result.datasets), 'dataset')}: "
         f"{counted(len(result.computed), 'cell')} computed, {cached} from the cache; "
         f"{counted(len(written), 'file')} written into {out}"
+        + (f"; {counted(len(removed), 'stale file')} of an earlier run removed" if removed else "")
     )
     print(f"\n{OVERALL}:\n{markdown_table(table_rows(result, None), result.metrics)}")
     if not result.cells:

@@ -287,6 +287,29 @@ def test_config_file_equals_command_line(tmp_path, first_run):
             assert cell_numbers(out, dataset, method) == cell_numbers(first_out, dataset, method)
 
 
+def test_fewer_datasets_remove_the_stale_tables_and_curves(tmp_path):
+    root = write_layout(tmp_path)
+    out = tmp_path / "out"
+    assert run_cli(*bench_args(root, out, METHODS[:2])).returncode == 0
+    assert (out / "tables" / "SetB.md").exists() and list((out / "curves").glob("SetB*"))
+    only_a = ["--methods", *(f"{m}={root / m}" for m in METHODS[:2]), "--datasets"]
+    proc = run_cli(*only_a, f"SetA={root / 'gt' / 'SetA'}", "--out", out, "--device", "cpu")
+    assert proc.returncode == 0, proc.stderr
+    assert "stale files of an earlier run removed" in proc.stdout
+    assert not (out / "tables" / "SetB.md").exists() and not list((out / "curves").glob("SetB*"))
+    assert (out / "tables" / "SetA.md").exists() and list((out / "curves").glob("SetA*"))
+    assert (out / "cache" / "Alpha" / "SetB.json").exists()  # the cache keeps every cell
+
+
+def test_a_command_line_entry_that_replaces_a_config_entry_says_so(tmp_path):
+    root = write_layout(tmp_path, methods=("Alpha", "Beta"))
+    config = root / "bench.json"
+    config.write_text(json.dumps({"datasets": {"SetA": "gt/SetA"}, "methods": {"Alpha": "Alpha"}}))
+    proc = run_cli("--config", config, "--methods", f"Alpha={root / 'Beta'}", "--out", root / "o")
+    assert proc.returncode == 0, proc.stderr
+    assert f"note: --methods Alpha= replaces Alpha of {config}" in proc.stderr
+
+
 def test_spec_errors():
     with pytest.raises(BenchmarkSpecError, match="NAME=DIR"):
         parse_entries(["Alpha"], "--methods")

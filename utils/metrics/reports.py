@@ -178,9 +178,12 @@ def write_results(result: BenchmarkResult, path: Path) -> None:
     write_json(path, results_document(result))
 
 
-def write_outputs(result: BenchmarkResult, out: Path) -> list[Path]:
+def write_outputs(result: BenchmarkResult, out: Path) -> tuple[list[Path], list[Path]]:
     """Write everything of a benchmark into ``out``: ``results.json``, ``tables/`` (this
-    module) and ``curves/`` (:func:`utils.metrics.plots.write_curves`); returns the paths."""
+    module) and ``curves/`` (:func:`utils.metrics.plots.write_curves`), then remove the files
+    of ``tables/`` and ``curves/`` that this run did not write (an earlier run's, e.g. of a
+    dataset left out now), so that the folders show this run only. Returns ``(written,
+    removed)`` paths."""
     write_results(result, out / "results.json")
     written = [out / "results.json", *write_tables(result, out / "tables")]
     for dataset in result.datasets:
@@ -190,4 +193,14 @@ def write_outputs(result: BenchmarkResult, out: Path) -> list[Path]:
             if (found := result.curves(method, dataset)) is not None
         }
         written += write_curves(dataset, curves, out / "curves")
-    return written
+    keep = set(written)
+    removed = [
+        path
+        for folder in (out / "tables", out / "curves")
+        if folder.is_dir()
+        for path in sorted(folder.iterdir())
+        if path.is_file() and path not in keep
+    ]
+    for path in removed:
+        path.unlink()
+    return written, removed
