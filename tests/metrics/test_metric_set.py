@@ -132,3 +132,39 @@ def test_the_gpu_code_path_on_cpu_tensors_equals_the_numpy_path() -> None:
         torch_path.update_prepared(batch)
     got, want = torch_path.compute(), numpy_path.compute()
     assert got == pytest.approx(want, abs=1e-12, rel=0)
+
+
+def test_colour_jpeg_predictions_are_read_as_the_reference_reads_them(tmp_path) -> None:
+    """PySODEvalToolkit reads maps with ``cv2.imread(path, cv2.IMREAD_GRAYSCALE)``: for a colour
+    JPEG, the decoder's luma, which differs from converting the decoded colours."""
+    import cv2
+
+    import evaluate
+
+    rng = np.random.default_rng(5)
+    reference = {"mae": py_sod_metrics.MAE(), "fm": py_sod_metrics.Fmeasure()}
+    converted = []
+    for i in range(4):
+        gt = np.zeros((48, 64), np.uint8)
+        gt[10:30, 12 + i : 40 + i] = 255
+        colour = np.zeros((48, 64, 3), np.uint8)
+        colour[::2, :, 2], colour[1::2, :, 0] = 255, 200  # saturated stripes: chroma at work
+        colour[gt > 0] = (30, 60, 255) if i % 2 else (255, 120, 0)
+        colour = cv2.add(colour, rng.integers(0, 40, colour.shape, dtype=np.uint8))
+        write_png(tmp_path / "gt" / f"{i}.png", gt)
+        (tmp_path / "pred").mkdir(exist_ok=True)
+        cv2.imwrite(str(tmp_path / "pred" / f"{i}.jpg"), colour)
+        luma = cv2.imread(str(tmp_path / "pred" / f"{i}.jpg"), cv2.IMREAD_GRAYSCALE)
+        decoded = cv2.imread(str(tmp_path / "pred" / f"{i}.jpg"), cv2.IMREAD_COLOR)
+        converted.append(np.abs(cv2.cvtColor(decoded, cv2.COLOR_BGR2GRAY) - luma.astype(int)))
+        for meter in reference.values():
+            meter.step(luma, gt)
+    assert max(c.max() for c in converted) > 4  # the two readings do differ here
+    out = tmp_path / "scores.json"
+    args = ["--pred", tmp_path / "pred", "--gt", tmp_path / "gt", "--json", out, "--threads", "1"]
+    assert evaluate.main([str(a) for a in args]) == 0
+    ours = json.loads(out.read_text())
+    assert ours["MAE"] == pytest.approx(reference["mae"].get_results()["mae"], abs=1e-12)
+    expected = reference["fm"].get_results()["fm"]
+    assert ours["maxF"] == pytest.approx(expected["curve"].max(), abs=1e-12)
+    assert ours["meanF"] == pytest.approx(expected["curve"].mean(), abs=1e-12)

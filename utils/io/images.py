@@ -198,9 +198,22 @@ def read_grey(path: str | os.PathLike) -> np.ndarray:
 
     Colour images (including palette PNGs, expanded to their palette colours) are converted with
     ``cv2.COLOR_BGR2GRAY`` (0.299 R + 0.587 G + 0.114 B); alpha is dropped and 16-bit data is
-    scaled to 8 bits. Raises ``OSError`` naming the path for a missing, unreadable or corrupt file.
+    scaled to 8 bits. A JPEG is decoded straight to grey by the JPEG decoder (its luma plane,
+    ``cv2.IMREAD_GRAYSCALE``), as the reference toolkit reads prediction maps
+    (PySODEvalToolkit, ``cv2.imread(path, cv2.IMREAD_GRAYSCALE)``): for a colour JPEG that
+    differs from converting its decoded colours by up to a dozen grey levels. EXIF orientation is
+    ignored, as for every image here. Raises ``OSError`` naming the path for a missing,
+    unreadable or corrupt file.
     """
-    return _to_grey(_decode(path, "an 8- or 16-bit greyscale (or colour) image"))
+    expected = "an 8- or 16-bit greyscale (or colour) image"
+    data = _file_bytes(path, expected)
+    if data[:3].tobytes() == b"\xff\xd8\xff":  # JPEG
+        flags = cv2.IMREAD_GRAYSCALE | cv2.IMREAD_IGNORE_ORIENTATION
+        grey = cv2.imdecode(data, flags)
+        if grey is None:
+            raise OSError(f"{path} is empty, corrupt or not an image; expected {expected}")
+        return grey
+    return _to_grey(_to_8_bits(_decode_stored(data, path, expected)))
 
 
 def _png_palette(data: np.ndarray) -> np.ndarray | None:
