@@ -158,13 +158,26 @@ def test_without_rasterio_tif_and_polygons_are_refused_and_auto_writes_png(
     assert (tmp_path / "out" / "maps" / "tile.png").is_file()
 
 
+def test_polygons_without_pyogrio_are_refused_before_predicting(
+    checkpoint, tmp_path, monkeypatch, capsys
+):
+    write_input_tif(tmp_path / "in" / "tile.tif", random_image(30, 40))
+    monkeypatch.setitem(sys.modules, "pyogrio", None)
+    args = ["-m", checkpoint, "-i", tmp_path / "in", "-o", tmp_path / "out", "--save", "polygons"]
+    assert run_cli(*args) == 2
+    assert "--save polygons needs pyogrio: pip install -r requirements-geo.txt" in (
+        capsys.readouterr().err
+    )
+    assert not (tmp_path / "out").exists()
+
+
 def test_predicting_pngs_imports_no_rasterio(checkpoint, tmp_path):
     cv2.imwrite(str(tmp_path / "x.png"), random_image(30, 40))
     args = ["-m", checkpoint, "-i", tmp_path / "x.png", "-o", tmp_path / "out", "--mode", "sliding"]
     code = (
         "import sys, inference; "
         f"status = inference.main({[str(a) for a in args]!r}); "
-        "sys.exit(status or (3 if {'rasterio', 'shapely'} & set(sys.modules) else 0))"
+        "sys.exit(status or (3 if {'rasterio', 'shapely', 'pyogrio'} & set(sys.modules) else 0))"
     )
     assert subprocess.run([sys.executable, "-c", code], cwd=ROOT).returncode == 0
     assert (tmp_path / "out" / "maps" / "x.png").is_file()

@@ -28,6 +28,7 @@ from utils.inference.polygons import footprints, write_geojson, write_geopackage
 from utils.io.geotiff import (
     GEO_REQUIREMENTS,
     GeoReference,
+    geo_module,
     has_rasterio,
     is_geotiff_name,
     rasterio_module,
@@ -75,8 +76,9 @@ class GeoOutputs:
         self.sources = sources
         if options.format == "tif":
             rasterio_module("--format tif")
-        if "polygons" in kinds:
-            rasterio_module("--save polygons")
+        if "polygons" in kinds:  # checked before any prediction
+            for name in ("rasterio", "shapely", "pyogrio"):
+                geo_module(name, "--save polygons")
         tiffs = any(is_geotiff_name(path) for path in sources.values())
         self.rasterio = tiffs and has_rasterio()  # whether TIFF inputs are read with rasterio
         self.note = ""

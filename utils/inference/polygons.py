@@ -21,17 +21,16 @@ holes kept, in map coordinates, written as GeoJSON and GeoPackage.
   A raster without georeferencing gives pixel coordinates (x = column, y = row, origin at the
   top-left corner), which the file says in its ``crs`` member's place: ``"coordinates":
   "pixels"``, with no ``crs``.
-- GeoPackage (:func:`write_geopackage`): the same features in an OGC GeoPackage 1.3 file
-  written with ``sqlite3`` (a ``footprints`` table of POLYGON geometries, the CRS's WKT in
-  ``gpkg_spatial_ref_sys``; no spatial index, which GDAL and QGIS build when needed).
+- GeoPackage (:func:`write_geopackage`): the same features in an OGC GeoPackage, a
+  ``footprints`` layer of Polygons in the raster's CRS, written by GDAL's GPKG driver through
+  pyogrio (with its spatial index).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import sqlite3
-import struct
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,7 +39,7 @@ import numpy as np
 from scipy import ndimage
 
 from utils.io.atomic import atomic_path, write_text
-from utils.io.geotiff import GeoReference, rasterio_module
+from utils.io.geotiff import GeoReference, geo_module, rasterio_module
 
 FEATURE = "--save polygons"
 TABLE = "footprints"
@@ -48,8 +47,6 @@ TABLE = "footprints"
 STRIP_ROWS = 512
 """Footprints are polygonised in strips of regions whose top rows span this many rows (a strip
 reaches down to its regions' lowest row), to bound the copies ``shapes`` makes."""
-UNKNOWN_SRS_ID = 100000
-"""The GeoPackage ``srs_id`` of a CRS without an EPSG code (the user range starts above 32767)."""
 
 
 @dataclass(frozen=True)
@@ -180,95 +177,32 @@ def write_geojson(path: str | os.PathLike, found: list[Footprint], reference: Ge
     write_text(path, text + "\n")
 
 
-def _srs_row(reference: GeoReference) -> tuple[str, int, str, int, str]:
-    """``(srs_name, srs_id, organization, organization_coordsys_id, definition)`` of
-    ``reference``'s CRS in ``gpkg_spatial_ref_sys``; -1 (undefined Cartesian) without one."""
-    crs = reference.crs
-    if crs is None:
-        return ("Undefined cartesian SRS", -1, "NONE", -1, "undefined")
-    code = crs.to_epsg()
-    if code:
-        return (crs.to_string(), code, "EPSG", code, crs.to_wkt())
-    return ("Raster CRS", UNKNOWN_SRS_ID, "NONE", UNKNOWN_SRS_ID, crs.to_wkt())
-
-
-_GPKG_SCHEMA = """
-CREATE TABLE gpkg_spatial_ref_sys (srs_name TEXT NOT NULL, srs_id INTEGER PRIMARY KEY,
-  organization TEXT NOT NULL, organization_coordsys_id INTEGER NOT NULL,
-  definition TEXT NOT NULL, description TEXT);
-CREATE TABLE gpkg_contents (table_name TEXT NOT NULL PRIMARY KEY, data_type TEXT NOT NULL,
-  identifier TEXT UNIQUE, description TEXT DEFAULT '',
-  last_change DATETIME NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ','now')),
-  min_x DOUBLE, min_y DOUBLE, max_x DOUBLE, max_y DOUBLE,
-  srs_id INTEGER REFERENCES gpkg_spatial_ref_sys(srs_id));
-CREATE TABLE gpkg_geometry_columns (table_name TEXT NOT NULL, column_name TEXT NOT NULL,
-  geometry_type_name TEXT NOT NULL, srs_id INTEGER NOT NULL, z TINYINT NOT NULL,
-  m TINYINT NOT NULL, PRIMARY KEY (table_name, column_name));
-"""
-_GPKG_REQUIRED_SRS = [  # every GeoPackage holds these three (OGC 12-128r18, 1.1.2.1.2)
-    ("Undefined cartesian SRS", -1, "NONE", -1, "undefined"),
-    ("Undefined geographic SRS", 0, "NONE", 0, "undefined"),
-    (
-        "WGS 84 geodetic",
-        4326,
-        "EPSG",
-        4326,
-        'GEOGCS["WGS 84",DATUM["WGS_1984",SPHEROID['
-        '"WGS 84",6378137,298.257223563]],PRIMEM["Greenwich",0],UNIT["degree",0.0174532925199433],'
-        'AUTHORITY["EPSG","4326"]]',
-    ),
-]
-
-
-def geopackage_geometry(polygon: Any, srs_id: int) -> bytes:
-    """The GeoPackage binary of ``polygon``: the ``GP`` header (version 0, little-endian, the
-    [minx, maxx, miny, maxy] envelope) then its little-endian 2D WKB."""
-    import shapely
-
-    minx, miny, maxx, maxy = polygon.bounds
-    header = struct.pack("<2sBBi4d", b"GP", 0, 0b011, srs_id, minx, maxx, miny, maxy)
-    return header + shapely.to_wkb(polygon, byte_order=1, output_dimension=2)
-
-
 def write_geopackage(
     path: str | os.PathLike, found: list[Footprint], reference: GeoReference
 ) -> None:
-    """Write ``found`` as the ``footprints`` table (``fid``, ``geom`` POLYGON, ``area``,
-    ``mean_prob``) of a new GeoPackage at ``path``, atomically (parent folders created)."""
+    """Write ``found`` as the ``footprints`` layer (``fid``, ``geom`` Polygon, ``area``,
+    ``mean_prob``) of a new GeoPackage at ``path`` in ``reference``'s CRS (none: GDAL's undefined
+    Cartesian SRS), with pyogrio (GDAL's GPKG driver), atomically (parent folders created).
+    Raises ImportError without pyogrio, ``OSError`` naming the path when GDAL cannot write it."""
+    import shapely
+
+    pyogrio = geo_module("pyogrio", FEATURE)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    srs = _srs_row(reference)
-    bounds = (0.0, 0.0, 0.0, 0.0)
-    if found:
-        boxes = np.array([item.geometry.bounds for item in found])
-        bounds = (*boxes[:, :2].min(axis=0), *boxes[:, 2:].max(axis=0))
-    with atomic_path(path) as tmp:
-        db = sqlite3.connect(tmp)
+    geometry = np.array([shapely.to_wkb(item.geometry) for item in found], dtype=object)
+    fields = [
+        np.array([item.area for item in found], np.float64),
+        np.array([item.mean_prob for item in found], np.float64),
+    ]
+    crs = None if reference.crs is None else reference.crs.to_wkt()
+    with atomic_path(path) as tmp, warnings.catch_warnings():
+        # GDAL warns that the temporary name does not end in .gpkg; the file gets its name after
+        warnings.filterwarnings("ignore", "The filename extension should be", RuntimeWarning)
+        warnings.filterwarnings("ignore", "'crs' was not provided", UserWarning)  # pixels
         try:
-            db.execute("PRAGMA application_id = 1196444487")  # 'GPKG'
-            db.execute("PRAGMA user_version = 10300")  # GeoPackage 1.3.0
-            db.executescript(_GPKG_SCHEMA)
-            rows = {row[1]: row for row in [*_GPKG_REQUIRED_SRS, srs]}
-            db.executemany(
-                "INSERT INTO gpkg_spatial_ref_sys VALUES (?, ?, ?, ?, ?, NULL)", rows.values()
-            )
-            db.execute(
-                f"CREATE TABLE {TABLE} (fid INTEGER PRIMARY KEY AUTOINCREMENT NOT NULL, "
-                "geom POLYGON, area DOUBLE, mean_prob DOUBLE)"
-            )
-            db.execute(
-                "INSERT INTO gpkg_contents (table_name, data_type, identifier, min_x, min_y, "
-                "max_x, max_y, srs_id) VALUES (?, 'features', ?, ?, ?, ?, ?, ?)",
-                (TABLE, TABLE, *bounds, srs[1]),
-            )
-            db.execute(
-                "INSERT INTO gpkg_geometry_columns VALUES (?, 'geom', 'POLYGON', ?, 0, 0)",
-                (TABLE, srs[1]),
-            )
-            db.executemany(
-                f"INSERT INTO {TABLE} (geom, area, mean_prob) VALUES (?, ?, ?)",
-                [(geopackage_geometry(f.geometry, srs[1]), f.area, f.mean_prob) for f in found],
-            )
-            db.commit()
-        finally:
-            db.close()
+            pyogrio.raw.write(
+                tmp, geometry, fields, ["area", "mean_prob"], layer=TABLE, driver="GPKG",
+                geometry_type="Polygon", crs=crs,
+            )  # fmt: skip
+        except pyogrio.errors.DataSourceError as err:
+            raise OSError(f"cannot write {path}: {err}") from err

@@ -18,6 +18,7 @@ tile's mask: 12.1 kB, 9.4 kB in 1 bit, 1 MB raw).
 
 from __future__ import annotations
 
+import importlib
 import os
 import warnings
 from collections.abc import Iterator
@@ -37,14 +38,19 @@ TILE = 256
 GEO_REQUIREMENTS = "pip install -r requirements-geo.txt"
 
 
-def rasterio_module(feature: str) -> ModuleType:
-    """``rasterio``, imported now; ImportError naming ``feature`` (e.g. ``--format tif``) and the
-    install command when it is not installed."""
+def geo_module(name: str, feature: str) -> ModuleType:
+    """The optional geo package ``name`` (``rasterio``, ``shapely``, ``pyogrio``: those of
+    ``requirements-geo.txt``), imported now; ImportError naming ``feature`` (e.g. ``--format
+    tif``) and the install command when it is not installed."""
     try:
-        import rasterio
+        return importlib.import_module(name)
     except ImportError as err:
-        raise ImportError(f"{feature} needs rasterio: {GEO_REQUIREMENTS}") from err
-    return rasterio
+        raise ImportError(f"{feature} needs {name}: {GEO_REQUIREMENTS}") from err
+
+
+def rasterio_module(feature: str) -> ModuleType:
+    """``rasterio``, imported now (:func:`geo_module`)."""
+    return geo_module("rasterio", feature)
 
 
 def has_rasterio() -> bool:
