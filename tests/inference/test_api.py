@@ -148,3 +148,14 @@ def test_predict_takes_arrays_and_paths_alike(tmp_path):
         predictor.predict(np.zeros((0, 5, 3), np.uint8))
     with pytest.raises(OSError, match=r"missing\.png"):
         predictor.predict(tmp_path / "missing.png")
+
+
+def test_the_api_defaults_are_the_command_lines(tmp_path):
+    import inference
+
+    checkpoint = golden_checkpoint(tmp_path / "m.pth")
+    args = inference.parse_args(["-m", str(checkpoint), "-i", "in", "-o", "out"])
+    predictor = Predictor.from_checkpoint(checkpoint, device="cpu", mode="multiscale")
+    assert predictor.options.scales == tuple(args.scales) == (0.75, 1.0, 1.25)
+    for name in ("overlap", "blend", "scale", "flip", "post_norm"):
+        assert getattr(predictor.options, name) == getattr(args, name), name

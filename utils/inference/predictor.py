@@ -49,6 +49,8 @@ from utils.preprocessing import (
 from utils.runtime.precision import autocast, check_amp, memory_format
 
 PREDICTION_MODES = ("single", "multiscale", "sliding")
+MULTISCALE_SCALES = (0.75, 1.0, 1.25)
+"""The default scales of ``multiscale`` mode (factors of ``size``)."""
 
 
 @dataclass(frozen=True)
@@ -58,7 +60,7 @@ class PredictOptions:
 
     mode: str = "single"
     size: int = DEFAULT_INPUT_SIZE
-    scales: tuple[float, ...] = (1.0,)
+    scales: tuple[float, ...] = MULTISCALE_SCALES
     flip: bool = False
     window: int = 512
     overlap: float = 0.25
@@ -242,7 +244,7 @@ class Predictor:
         divided by the number of terms in :meth:`_average`."""
         if not self.options.flip:
             return predict(images)
-        probs = predict([*images, *(cv2.flip(image, 1) for image in images)])
+        probs = predict([*images, *(_mirrored(image) for image in images)])
         n = len(images)
         return [probs[i] + probs[n + i].flip(-1) for i in range(n)]
 
@@ -260,9 +262,7 @@ class Predictor:
         probs: list[torch.Tensor] = []
         for start in range(0, len(images), self.options.batch_size):
             chunk = images[start : start + self.options.batch_size]
-            batch = np.stack(
-                [cv2.resize(image, (side, side), interpolation=cv2.INTER_LINEAR) for image in chunk]
-            )
+            batch = np.stack([_resized(image, side, side) for image in chunk])
             out = self.forward(
                 torch.from_numpy(batch).to(self.device, non_blocking=True), self._gains(batch)
             )
@@ -277,7 +277,7 @@ class Predictor:
         height, width = image.shape[:2]
         if opts.scale != 1:
             scaled_h, scaled_w = self._scaled_size(height, width)
-            scaled = cv2.resize(image, (scaled_w, scaled_h), interpolation=cv2.INTER_LINEAR)
+            scaled = _resized(image, scaled_h, scaled_w)
         else:
             scaled = image
         pixels = torch.from_numpy(np.ascontiguousarray(scaled)).to(self.device)
@@ -327,6 +327,18 @@ class Predictor:
                 f"array of shape {image.shape}"
             )
         return image
+
+
+def _resized(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    """The HxWxC ``image`` resized to ``height`` x ``width`` (``cv2.INTER_LINEAR``), HxWxC also
+    for one channel (OpenCV returns 2-D arrays for those)."""
+    out = cv2.resize(image, (width, height), interpolation=cv2.INTER_LINEAR)
+    return out.reshape(height, width, image.shape[2])
+
+
+def _mirrored(image: np.ndarray) -> np.ndarray:
+    """The HxWxC ``image`` mirrored left-right (``cv2.flip``), HxWxC also for one channel."""
+    return cv2.flip(image, 1).reshape(image.shape)
 
 
 def _check_channels(model: nn.Module, channels: int) -> None:
