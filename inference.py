@@ -27,7 +27,7 @@ from u2seg import Predictor
 from utils.inference.files import list_inputs, predict_files
 from utils.inference.geo_outputs import FORMATS, GeoOptions, GeoOutputs
 from utils.inference.outputs import OUTPUT_KINDS
-from utils.inference.predictor import PREDICTION_MODES, PredictOptions
+from utils.inference.predictor import MULTISCALE_SCALES, PREDICTION_MODES, PredictOptions
 from utils.inference.streaming import stream_files, streamable
 from utils.inference.windows import BLENDS
 from utils.io.atomic import write_json
@@ -37,6 +37,7 @@ from utils.metrics.folders import (
     format_file_list,
     print_report,
 )
+from utils.metrics.groups import GROUPINGS
 from utils.preprocessing import NORMALISATIONS
 from utils.runtime.cpu_memory import exit_without_final_collection, keep_freed_memory
 from utils.runtime.logs import counted
@@ -73,8 +74,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--scales",
         type=float,
         nargs="+",
-        default=[0.75, 1.0, 1.25],
-        help="multiscale: factors of --size (default 0.75 1 1.25)",
+        default=list(MULTISCALE_SCALES),
+        help="multiscale: factors of --size (default "
+        + " ".join(f"{scale:g}" for scale in MULTISCALE_SCALES)
+        + ")",
     )
     arg("--flip", action="store_true", help="also predict the mirrored image and average")
     arg("--window", type=int, help="sliding: window side in pixels (default: --size)")
@@ -130,6 +133,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     arg("--gt", help="ground-truth folder: score the written maps like evaluate.py")
     arg("--json", help="with --gt: also write the scores to this JSON file")
+    arg(
+        "--groups",
+        choices=GROUPINGS,
+        default="auto",
+        help="with --gt: building metrics per tile and per group, as evaluate.py --groups "
+        "(default auto: by Inria city when every file is an Inria tile)",
+    )
     arg("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
     arg(
         "--amp",
@@ -194,7 +204,7 @@ def evaluate(args: argparse.Namespace, device: torch.device) -> int:
     """Score the written maps against ``--gt`` like evaluate.py; returns an exit status."""
     maps = Path(args.output) / OUTPUT_KINDS["map"][0]
     results = evaluate_folders(
-        maps, args.gt, EvaluationSettings(device=device, workers=args.workers)
+        maps, args.gt, EvaluationSettings(device=device, workers=args.workers, grouping=args.groups)
     )
     print_report(results, maps, args.gt)
     if args.json:
@@ -228,7 +238,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         inputs = list_inputs(Path(args.input), Path(args.output))
         geo = GeoOptions(args.format, args.simplify, args.min_area)
-        write = GeoOutputs(geo, dict(inputs), args.save)
+        bands = None if predictor.imagery is None else predictor.imagery.bands
+        write = GeoOutputs(geo, dict(inputs), args.save, bands)
     except (ValueError, OSError, ImportError) as err:  # ConfigError is a ValueError
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -63,7 +63,7 @@ def load_model(
     normalisation and the imagery), official / ported U2Net weights or a U2Net ONNX file
     (official normalisation and RGB inputs unless its metadata says otherwise). With
     ``config_path``, the config's ``arch`` builds the model and ``weights`` (any of those
-    formats) fill it; the config's ``normalisation`` (when it has one) and ``imagery`` override
+    formats) fill it; the config's ``normalisation`` and ``imagery``, when it has them, override
     the weights'. Raises
     ``FileNotFoundError`` for a missing file, :class:`utils.config.ConfigError` or ValueError for
     weights or an imagery section that do not fit.
@@ -86,7 +86,8 @@ def load_model(
     normalisation = config.get("normalisation", loaded.normalisation or NORMALISATIONS[0])
     check_normalisation(normalisation)
     description = f"{arch['type']} from {config_path}"
-    imagery = _imagery(config.get("imagery"), str(config_path))
+    section = config.get("imagery", loaded.imagery)
+    imagery = _imagery(section, str(config_path if "imagery" in config else weights))
     return LoadedModel(model.eval(), input_size(config), description, normalisation, imagery)
 
 

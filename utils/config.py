@@ -349,16 +349,19 @@ def _check_threads(threads: int) -> None:
         )
 
 
-def _check_imagery(config: dict[str, Any]) -> None:
+def _check_imagery(full: dict[str, Any]) -> None:
     """``imagery`` is null or a valid section (:meth:`utils.imagery.Imagery.from_config`), and the
-    model takes one input channel per band it selects (3 without it: images are read as RGB)."""
+    model takes one input channel per band it selects (3 without it: images are read as RGB);
+    with an imagery section, an ``arch.args.in_channels`` left out is set to that number here."""
     try:
-        imagery = Imagery.from_config(config.get("imagery"))
+        imagery = Imagery.from_config(full["imagery"])
     except ValueError as err:
         raise ConfigError(str(err)) from None
-    arch = config["arch"] if isinstance(config["arch"], dict) else {}
-    in_channels = (arch.get("args") or {}).get("in_channels", 3)
-    channels = 3 if imagery is None else imagery.channels
+    if imagery is None:
+        channels, in_channels = 3, full["arch"].get("args", {}).get("in_channels", 3)
+    else:
+        channels = imagery.channels
+        in_channels = full["arch"].setdefault("args", {}).setdefault("in_channels", channels)
     if in_channels != channels:
         reason = (
             "images are read as RGB without an 'imagery' section (which selects the bands of "
@@ -368,7 +371,7 @@ def _check_imagery(config: dict[str, Any]) -> None:
         )
         raise ConfigError(
             f"'arch.args.in_channels' is {in_channels} but {reason}: the model needs "
-            f"in_channels {channels}"
+            f"in_channels {channels} (or leave the key out)"
         )
 
 
@@ -434,13 +437,13 @@ def validate_config(
             raise ConfigError(f"the config needs a '{section}' section")
     plain = {k: v for k, v in config.items() if k in DEFAULTS and k != "imagery"}
     _check_plain("", plain, DEFAULTS)
-    _check_imagery(config)
     for section in BUILT_SECTIONS:
         if config.get(section) is not None:
             _check_built(section, config[section], registries[section])
     full = merge(DEFAULTS, config)
     for section in OPTIONAL_SECTIONS:
         full.setdefault(section, None)
+    _check_imagery(full)
     if full["seed"] < 0:
         raise ConfigError(f"'seed' must be 0 or more, got {full['seed']}")
     if full["n_gpu"] < 0:

@@ -22,6 +22,7 @@ from utils.imagery import (
     scale_to_8_bits,
 )
 from utils.inference.predictor import PredictOptions, Predictor
+from utils.io.geotiff import read_georeference, valid_pixels
 from utils.io.images import read_image
 from utils.io.rasters import RasterBands, read_bands, read_model_input
 from utils.preprocessing import normalise_, pad_values
@@ -99,6 +100,9 @@ def test_the_config_checks_in_channels_against_the_bands(tmp_path):
         "trainer": {"monitor": "max IoU"},
         "imagery": {"bands": [1, 2, 3, 4], "scale": "percentile"},
     }  # fmt: skip
+    full = validate_config(config, registries())  # in_channels left out: one per band
+    assert full["arch"]["args"]["in_channels"] == 4 and "in_channels" not in config["arch"]["args"]
+    config["arch"]["args"]["in_channels"] = 3
     with pytest.raises(ConfigError, match=r"in_channels' is 3 .* selects 4 band"):
         validate_config(config, registries())
     config["arch"]["args"]["in_channels"] = 4
@@ -266,3 +270,41 @@ def test_the_loader_takes_an_imagery_section_and_pads_every_band(tmp_path):
     padded = torch.from_numpy(normalise_(np.array(pad_values(4), np.float32)[:, None, None]))
     corners = images[:, :, [0, 0, -1, -1], [0, -1, 0, -1]]  # 12 of 20 rows and columns padded
     assert ((corners == padded.view(1, 4, 1)).sum(dim=2) == 3).all()  # the tile fills one corner
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        PredictOptions(mode="single", size=32, flip=True),
+        PredictOptions(mode="multiscale", size=32, scales=(0.5, 1.0)),
+        PredictOptions(mode="sliding", window=16, scale=0.7, flip=True),
+    ],
+)
+def test_one_band_imagery_runs_in_every_mode(options):
+    """OpenCV's resize and flip return 2-D arrays for one channel; the predictor keeps HxWx1."""
+    recorder = InputRecorder(1)
+    image = np.random.default_rng(4).integers(0, 256, (37, 45, 1), dtype=np.uint8)
+    predictor = Predictor(recorder, options, imagery=Imagery((1,)))
+    assert predictor.predict(image).shape == (37, 45)
+    assert all(x.shape[1] == 1 for x in recorder.inputs)
+
+
+def test_a_selected_band_that_gdal_tags_as_alpha_is_data_not_a_mask(tmp_path):
+    """GDAL tags the 4th band of a 4-band uint8 GeoTIFF as alpha by default: for RGBN imagery
+    that is the NIR band, whose zeros must not blank the pixels of the other bands."""
+    bands = np.random.default_rng(6).integers(1, 256, (4, 40, 30), dtype=np.uint8)
+    bands[3, 10:20] = 0  # dark NIR: water, shadow
+    path = write_raster(tmp_path / "rgbn8.tif", bands)
+    with rasterio.open(path) as src:
+        assert src.colorinterp[3] == rasterio.enums.ColorInterp.alpha  # the trap
+    read = read_bands(path, Imagery((4, 1, 2, 3)))
+    assert np.array_equal(read, bands[[3, 0, 1, 2]].transpose(1, 2, 0))  # nothing blanked
+    assert np.array_equal(
+        read_bands(path, Imagery((1, 2, 3))),
+        bands[:3].transpose(1, 2, 0) * (bands[3, :, :, None] > 0),
+    )  # RGB read: band 4 is an alpha mask, as GDAL says
+    bands[:, :5] = 0  # with a nodata value: pixels that hold it in every selected band
+    path = write_raster(tmp_path / "rgbn8_nodata.tif", bands, nodata=0)
+    assert valid_pixels(path, bands=(4, 1, 2, 3)).tolist() == (bands.any(axis=0)).tolist()
+    assert read_georeference(path, bands=(4, 1, 2, 3)).masked
+    assert not read_georeference(tmp_path / "rgbn8.tif", bands=(1, 2, 3, 4)).masked

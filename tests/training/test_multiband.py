@@ -15,7 +15,7 @@ import inference
 import train
 from models import U2Net
 from tests.data.test_imagery import CRS, NODATA, TRANSFORM, rgbn_uint16, write_raster
-from u2seg import Predictor
+from u2seg import Predictor, load_model
 from utils.io.checkpoint import load_checkpoint
 from utils.metrics.prepare import prob_to_uint8
 
@@ -119,3 +119,15 @@ def test_an_onnx_export_records_the_imagery_and_predicts_like_the_checkpoint(run
     assert from_onnx.imagery == Predictor.from_checkpoint(run / "checkpoint-epoch1.pth").imagery
     expected = Predictor.from_checkpoint(run / "checkpoint-epoch1.pth", size=64, fuse=False)
     np.testing.assert_allclose(from_onnx.predict(tile), expected.predict(tile), atol=1e-4)
+
+
+def test_a_config_without_imagery_keeps_the_checkpoints(run, tmp_path):
+    config = json.loads((run.parents[3] / "config.json").read_text())
+    config.pop("imagery")  # the arch alone (in_channels 4): the imagery comes with the weights
+    path = tmp_path / "arch_only.json"
+    path.write_text(json.dumps(config))
+    loaded = load_model(run / "checkpoint-epoch1.pth", path)
+    assert loaded.imagery is not None and loaded.imagery.to_config() == IMAGERY
+    config["imagery"] = {"bands": [4, 3, 2, 1], "scale": "divide", "divisor": 4095}
+    path.write_text(json.dumps(config))  # a config's own imagery replaces it
+    assert load_model(run / "checkpoint-epoch1.pth", path).imagery.bands == (4, 3, 2, 1)

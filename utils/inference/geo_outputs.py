@@ -63,17 +63,24 @@ class GeoOptions:
 
 class GeoOutputs:
     """Writes each image's outputs (see the module docstring); ``sources`` maps each input's key
-    to its file, whose georeferencing and nodata are read when its outputs are written.
+    to its file, whose georeferencing and nodata are read when its outputs are written;
+    ``bands``: the bands the model reads as data (its ``imagery`` section's), which are never
+    taken for an alpha mask (:func:`utils.io.geotiff.data_mask`).
 
     Raises ImportError naming the option when ``format`` is ``tif`` or ``kinds`` has
     ``polygons`` and rasterio is not installed.
     """
 
     def __init__(
-        self, options: GeoOptions, sources: dict[str, Path], kinds: tuple[str, ...]
+        self,
+        options: GeoOptions,
+        sources: dict[str, Path],
+        kinds: tuple[str, ...],
+        bands: tuple[int, ...] | None = None,
     ) -> None:
         self.options = options
         self.sources = sources
+        self.bands = bands
         if options.format == "tif":
             rasterio_module("--format tif")
         if "polygons" in kinds:  # checked before any prediction
@@ -93,7 +100,7 @@ class GeoOutputs:
         installed, else pixels of ``shape`` (height, width)."""
         path = self.sources[key]
         if self.rasterio and is_geotiff_name(path):
-            reference = read_georeference(path)
+            reference = read_georeference(path, bands=self.bands)
             if (reference.height, reference.width) == shape:
                 return reference
         return GeoReference.pixels(*shape)
@@ -128,7 +135,7 @@ class GeoOutputs:
             write_outputs(out_dir, key, kinds, image, saliency, mask)
             return
         reference = self.reference(key, saliency.shape)
-        valid = valid_pixels(self.sources[key]) if reference.masked else None
+        valid = valid_pixels(self.sources[key], bands=self.bands) if reference.masked else None
         rasters = {"map": saliency, "mask": mask}
         for kind in RASTER_KINDS:
             if kind in kinds:

@@ -35,6 +35,7 @@ from utils.inference.predictor import Predictor
 from utils.inference.windows import blend_weights, window_grid
 from utils.io.geotiff import (
     GeoReference,
+    data_mask,
     is_geotiff_name,
     open_geotiff,
     rasterio_module,
@@ -212,7 +213,7 @@ def _stream(
                 "mask": (prob >= threshold).to(torch.uint8).mul_(255).cpu().numpy(),
             }
             window = Window(0, start, src.width, prob.shape[0])
-            valid = src.dataset_mask(window=window) > 0 if reference.masked else None
+            valid = data_mask(src, window, geo.bands) if reference.masked else None
             if valid is not None:  # nodata: 0 in the files and never part of a footprint
                 bands = {kind: np.where(valid, band, np.uint8(0)) for kind, band in bands.items()}
             for kind, dst in outputs.items():

@@ -21,7 +21,7 @@ from __future__ import annotations
 import importlib
 import os
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -106,22 +106,74 @@ def open_raster(path: str | os.PathLike, feature: str) -> Any:
             raise OSError(f"cannot open {path} as a raster: {err}") from err
 
 
-def read_georeference(path: str | os.PathLike, feature: str = "GeoTIFF outputs") -> GeoReference:
-    """The :class:`GeoReference` of the raster file ``path``. Raises ``OSError`` naming the path
-    when rasterio cannot open it, ImportError (naming ``feature``) without rasterio."""
-    rasterio = rasterio_module(feature)
+def _alpha_is_data(src: Any, bands: Sequence[int] | None) -> bool:
+    """Whether one of ``bands`` (numbered from 1) of the open raster ``src`` is its alpha band."""
+    from rasterio.enums import ColorInterp
+
+    return bands is not None and any(src.colorinterp[b - 1] == ColorInterp.alpha for b in bands)
+
+
+def has_nodata(src: Any, bands: Sequence[int] | None = None) -> bool:
+    """Whether some pixels of the open raster ``src`` may hold no data (see :func:`data_mask`)."""
+    from rasterio.enums import MaskFlags
+
+    if _alpha_is_data(src, bands):
+        return any(src.nodatavals[b - 1] is not None for b in bands)
+    return any(MaskFlags.all_valid not in band for band in src.mask_flag_enums)
+
+
+def data_mask(
+    src: Any,
+    window: Any = None,
+    bands: Sequence[int] | None = None,
+    pixels: np.ndarray | None = None,
+) -> np.ndarray:
+    """HxW bool: where the open raster ``src`` holds data, in its ``rasterio.windows.Window``
+    ``window`` (or whole).
+
+    GDAL's dataset mask: a pixel is nodata when it is nodata in every band (their nodata value),
+    or where an alpha band or an internal mask band says so. Except that an alpha band among
+    ``bands`` (those an ``imagery`` section reads as data) is data, not a mask: GDAL tags the
+    4th band of a 4-band 8-bit GeoTIFF as alpha unless told otherwise, which for RGBN imagery
+    is its near-infrared band; then a pixel is nodata when each of ``bands`` holds its nodata
+    value. ``pixels``: the values of ``bands`` in the window (C x h x w) when they are read
+    already. Raises ``OSError`` naming the file when a read fails."""
+    from rasterio.errors import NodataShadowWarning, RasterioIOError
+
+    try:
+        if not _alpha_is_data(src, bands):
+            with warnings.catch_warnings():  # a nodata value and an alpha band: GDAL's order
+                warnings.simplefilter("ignore", NodataShadowWarning)
+                return src.dataset_mask(window=window) > 0
+        if pixels is None:
+            pixels = src.read(list(bands), window=window)
+    except RasterioIOError as err:
+        raise OSError(f"cannot read {src.name}: {err}") from err
+    valid = np.zeros(pixels.shape[1:], bool)
+    for values, b in zip(pixels, bands, strict=True):
+        nodata = src.nodatavals[b - 1]
+        if nodata is None:
+            return np.ones(pixels.shape[1:], bool)
+        valid |= ~np.isnan(values) if np.isnan(nodata) else values != nodata
+    return valid
+
+
+def read_georeference(
+    path: str | os.PathLike, feature: str = "GeoTIFF outputs", bands: Sequence[int] | None = None
+) -> GeoReference:
+    """The :class:`GeoReference` of the raster file ``path`` (``masked``: :func:`has_nodata`
+    with ``bands``). Raises ``OSError`` naming the path when rasterio cannot open it, ImportError
+    (naming ``feature``) without rasterio."""
     with open_raster(path, feature) as src:
-        flags = src.mask_flag_enums
-        masked = any(rasterio.enums.MaskFlags.all_valid not in band for band in flags)
-        return GeoReference(src.crs, src.transform, src.height, src.width, masked)
+        return GeoReference(src.crs, src.transform, src.height, src.width, has_nodata(src, bands))
 
 
-def valid_pixels(path: str | os.PathLike, window: Any = None) -> np.ndarray:
-    """HxW bool: True where at least one band of the raster ``path`` holds data (GDAL's dataset
-    mask: a pixel is nodata when it is nodata in every band), for the whole raster or its
-    ``rasterio.windows.Window`` ``window``. Raises ``OSError`` naming the path."""
+def valid_pixels(
+    path: str | os.PathLike, window: Any = None, bands: Sequence[int] | None = None
+) -> np.ndarray:
+    """:func:`data_mask` of the raster file ``path``. Raises ``OSError`` naming the path."""
     with open_raster(path, "reading nodata") as src:
-        return src.dataset_mask(window=window) > 0
+        return data_mask(src, window, bands)
 
 
 def geotiff_profile(reference: GeoReference) -> dict[str, Any]:

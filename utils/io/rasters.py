@@ -25,7 +25,7 @@ from utils.imagery import (
     lookup_tables,
     scale_to_8_bits,
 )
-from utils.io.geotiff import open_raster
+from utils.io.geotiff import data_mask, has_nodata, open_raster
 from utils.io.images import read_image
 
 STATS_ROWS = 1024
@@ -77,6 +77,7 @@ class RasterBands:
                 f"{self.path} holds {self.dtype} data: imagery.scale 'percentile' takes 8- or "
                 "16-bit integer data; use 'fixed' (imagery.min/max) or 'divide'"
             )
+        self._masked = has_nodata(src, imagery.bands)
         try:
             self._fixed = imagery.fixed_limits(self.dtype)
         except ValueError as err:
@@ -89,13 +90,6 @@ class RasterBands:
     @property
     def width(self) -> int:
         return int(self._src.width)
-
-    @property
-    def masked(self) -> bool:
-        """Whether some pixels may be nodata (a nodata value, an alpha or a mask band)."""
-        from rasterio.enums import MaskFlags
-
-        return any(MaskFlags.all_valid not in band for band in self._src.mask_flag_enums)
 
     def limits(self) -> tuple[np.ndarray, np.ndarray]:
         """Per-band ``(low, high)`` float64 arrays (C) of the scaling (see :mod:`utils.imagery`);
@@ -123,7 +117,9 @@ class RasterBands:
         window = Window(x, y, w, h)
         try:
             pixels = self._src.read(list(self.imagery.bands), window=window)
-            valid = self._src.dataset_mask(window=window) > 0 if self.masked else None
+            valid = None
+            if self._masked:
+                valid = data_mask(self._src, window, self.imagery.bands, pixels)
         except RasterioIOError as err:
             raise OSError(f"cannot read {self.path}: {err}") from err
         return pixels, valid
