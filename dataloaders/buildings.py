@@ -97,8 +97,10 @@ class BuildingDataset(SeededDataSet):
         self._reader: TileReader | None = None
         self._cells: dict[int, np.ndarray] = {}
         super().__init__(data_dir, split, augment)
-        size = image_size if imagery is None else raster_size
-        self.sizes = [size(image) for image, _ in self.files]
+        self.sizes = [
+            image_size(image) if imagery is None else raster_size(image, imagery)
+            for image, _ in self.files
+        ]
         self.windows = self._grid()
 
     # -- reading --------------------------------------------------------------------------

@@ -308,3 +308,11 @@ def test_a_selected_band_that_gdal_tags_as_alpha_is_data_not_a_mask(tmp_path):
     assert valid_pixels(path, bands=(4, 1, 2, 3)).tolist() == (bands.any(axis=0)).tolist()
     assert read_georeference(path, bands=(4, 1, 2, 3)).masked
     assert not read_georeference(tmp_path / "rgbn8.tif", bands=(1, 2, 3, 4)).masked
+
+
+def test_tiles_that_do_not_fit_the_imagery_stop_the_loader_when_it_is_built(tmp_path):
+    root = tmp_path / "whu"
+    write_raster(root / "train" / "image" / "a.tif", rgbn_uint16(20, 24))
+    write_raster(root / "train" / "label" / "a.tif", np.zeros((1, 20, 24), np.uint8))
+    with pytest.raises(OSError, match=r"a\.tif has 4 band\(s\); imagery\.bands \[1, 2, 3, 5\]"):
+        WHUBuildingDataset(str(root), crop_size=16, imagery=Imagery((1, 2, 3, 5)))

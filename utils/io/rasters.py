@@ -174,7 +174,9 @@ def read_model_input(path: str | os.PathLike, imagery: Imagery | None) -> np.nda
     return read_image(path) if imagery is None else read_bands(path, imagery)
 
 
-def raster_size(path: str | os.PathLike) -> tuple[int, int]:
-    """(height, width) of any raster rasterio opens. Raises ``OSError`` naming the path."""
-    with open_raster(path, "the imagery section") as src:
-        return int(src.height), int(src.width)
+def raster_size(path: str | os.PathLike, imagery: Imagery) -> tuple[int, int]:
+    """(height, width) of the raster ``path`` after checking that ``imagery`` can read it (its
+    bands exist, its data type takes the scaling: see :class:`RasterBands`), from its header
+    only. Raises ``OSError`` naming the path."""
+    with RasterBands(path, imagery) as raster:
+        return raster.height, raster.width
