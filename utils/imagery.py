@@ -242,23 +242,20 @@ def apply_tables(tables: np.ndarray, bands: np.ndarray) -> np.ndarray:
     return out
 
 
-def band_histograms(pixels: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
-    """C x L int64 histograms of the HxWxC integer ``pixels`` (a dtype of
-    :data:`HISTOGRAM_DTYPES`; L = 256 or 65536 levels, from the type's smallest value), counting
-    the pixels where ``valid`` (HxW bool) is true, or all. Sums of them over the parts of a raster
-    give the raster's histograms (see :func:`histogram_percentiles`)."""
-    info = np.iinfo(pixels.dtype)
+def band_histograms(bands: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
+    """C x L int64 histograms of the C x H x W integer ``bands`` (band-sequential, as rasterio
+    reads them; a dtype of :data:`HISTOGRAM_DTYPES`; L = 256 or 65536 levels, from the type's
+    smallest value), counting the pixels where ``valid`` (HxW bool) is true, or all. Sums of them
+    over the parts of a raster give the raster's histograms (see :func:`histogram_percentiles`)."""
+    info = np.iinfo(bands.dtype)
     levels = int(info.max) - int(info.min) + 1
-    flat = pixels.reshape(-1, pixels.shape[-1])
-    if valid is not None:
-        flat = flat[valid.reshape(-1)]
-    offset = -int(info.min)
-    return np.stack(
-        [
-            np.bincount(flat[:, c].astype(np.int64) + offset, minlength=levels)
-            for c in range(flat.shape[1])
-        ]
-    )
+    keep = None if valid is None else valid.reshape(-1)
+    counts = []
+    for band in bands:
+        values = band.reshape(-1) if keep is None else band.reshape(-1)[keep]
+        index = values if info.min == 0 else values.astype(np.int64) - int(info.min)
+        counts.append(np.bincount(index, minlength=levels))
+    return np.stack(counts)
 
 
 def histogram_percentiles(

@@ -130,7 +130,7 @@ def test_histogram_percentiles_equal_numpys(dtype):
     values[:, :, 1] = values[:, :, 1] // 97  # many ties
     valid = rng.random((37, 23)) > 0.3
     qs = [0, 0.5, 2, 25, 50, 97.3, 98, 100]
-    got = histogram_percentiles(band_histograms(values, valid), qs, int(info.min))
+    got = histogram_percentiles(band_histograms(values.transpose(2, 0, 1), valid), qs, info.min)
     for band in range(2):
         expected = np.percentile(values[:, :, band][valid].astype(np.float64), qs)
         np.testing.assert_allclose(got[band], expected, rtol=0, atol=1e-9)

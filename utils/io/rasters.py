@@ -104,7 +104,7 @@ class RasterBands:
         for row in range(0, self.height, STATS_ROWS):
             count = min(STATS_ROWS, self.height - row)
             bands, valid = self._raw(row, 0, count, self.width)
-            counts = band_histograms(bands.transpose(1, 2, 0), valid)
+            counts = band_histograms(bands, valid)
             totals = counts if totals is None else totals + counts
         values = histogram_percentiles(totals, self.imagery.percentiles, smallest)
         return values[:, 0], values[:, 1]
