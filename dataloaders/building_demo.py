@@ -26,7 +26,7 @@ asphalt, light concrete), gabled roofs shaded by the sun in two halves with a ri
 with a parapet and rooftop boxes, and a soft cast shadow away from the sun. "austin" is
 suburban (smaller houses, more trees and curved roads), "vienna" denser (larger buildings, grid
 roads, more tiles and concrete). Most tiles have buildings on about 10..28 % of their pixels,
-some are sparse (2..6 %). Every tile is drawn from its own seed ``[BUILDING_DEMO_VERSION,
+some are sparse (2..6 %). Every tile is drawn from its own seed ``[TILE_CONTENT,
 city_index, n]``, so the data is the same on every run and machine and each tile is independent
 of the others (changing ``num_tiles`` adds or removes tiles, it does not change them).
 """
@@ -42,7 +42,10 @@ import tifffile
 
 from dataloaders.generated import ensure_generated
 
-BUILDING_DEMO_VERSION = 2  # 2: georeferenced tiles
+BUILDING_DEMO_VERSION = 2  # of the files (generated data of another version is replaced)
+TILE_CONTENT = 1
+"""The version of the tiles' content, part of their seeds: version 2 of the files (georeferenced
+GeoTIFFs) holds the pixels of version 1."""
 CITIES = ("austin", "vienna")
 PIXEL_SIZE = 0.3
 """Ground sampling distance of the demo tiles in metres (that of the Inria dataset)."""
@@ -265,7 +268,7 @@ class _Scene:
 
 
 def _scene(city_index: int, n: int, size: int) -> _Scene:
-    rng = np.random.default_rng([BUILDING_DEMO_VERSION, city_index, n])
+    rng = np.random.default_rng([TILE_CONTENT, city_index, n])
     style = _STYLES[CITIES[city_index]]
     sparse = rng.random() < style["sparse"]
     density = rng.uniform(0.02, 0.06) if sparse else rng.uniform(*style["density"])
