@@ -134,6 +134,7 @@ def test_the_gpu_code_path_on_cpu_tensors_equals_the_numpy_path() -> None:
     assert got == pytest.approx(want, abs=1e-12, rel=0)
 
 
+@pytest.mark.filterwarnings("ignore:This class will be removed:UserWarning")  # the reference's
 def test_colour_jpeg_predictions_are_read_as_the_reference_reads_them(tmp_path) -> None:
     """PySODEvalToolkit reads maps with ``cv2.imread(path, cv2.IMREAD_GRAYSCALE)``: for a colour
     JPEG, the decoder's luma, which differs from converting the decoded colours."""
