@@ -212,8 +212,8 @@ def evaluate_benchmark(args: argparse.Namespace, settings: EvaluationSettings) -
     """Benchmark mode: score, write the outputs, print the problems and the overall table;
     returns the exit status."""
     from utils.metrics.benchmark import run_benchmark
-    from utils.metrics.benchmark_spec import build_spec, parse_entries, read_config
-    from utils.metrics.reports import OVERALL, markdown_table, table_rows, write_outputs
+    from utils.metrics.benchmark_spec import OVERALL, build_spec, parse_entries, read_config
+    from utils.metrics.reports import markdown_table, table_rows, write_outputs
 
     datasets, methods = read_config(args.config) if args.config else ({}, {})
     for entries, option, known in (
@@ -222,10 +222,16 @@ def evaluate_benchmark(args: argparse.Namespace, settings: EvaluationSettings) -
     ):
         given = parse_entries(entries, option)
         for name in sorted(set(given) & set(known)):
-            print(f"note: {option} {name}= replaces {name} of {args.config}", file=sys.stderr)
+            print(f"note: the {option} entry {name} replaces {args.config}'s", file=sys.stderr)
         known.update(given)
     out = Path(args.out)
-    result = run_benchmark(build_spec(datasets, methods), settings, out / "cache")
+    spec = build_spec(datasets, methods)
+    try:
+        check_writable(out / "results.json")
+    except OSError as err:
+        print(f"error: --out: cannot write into {out}: {err}", file=sys.stderr)
+        return 2
+    result = run_benchmark(spec, settings, out / "cache")
     try:
         written, removed = write_outputs(result, out)
     except OSError as err:

@@ -307,7 +307,21 @@ def test_a_command_line_entry_that_replaces_a_config_entry_says_so(tmp_path):
     config.write_text(json.dumps({"datasets": {"SetA": "gt/SetA"}, "methods": {"Alpha": "Alpha"}}))
     proc = run_cli("--config", config, "--methods", f"Alpha={root / 'Beta'}", "--out", root / "o")
     assert proc.returncode == 0, proc.stderr
-    assert f"note: --methods Alpha= replaces Alpha of {config}" in proc.stderr
+    assert f"note: the --methods entry Alpha replaces {config}'s" in proc.stderr
+
+
+def test_an_unusable_out_folder_or_dataset_name_stops_before_scoring(tmp_path):
+    root = write_layout(tmp_path)
+    blocker = tmp_path / "afile"
+    blocker.write_text("a file")
+    methods = ["--methods", f"Alpha={root / 'Alpha'}"]
+    proc = run_cli(*methods, "--datasets", f"SetA={root / 'gt' / 'SetA'}", "--out", blocker / "o")
+    assert (
+        proc.returncode == 2 and f"error: --out: cannot write into {blocker / 'o'}" in proc.stderr
+    )
+    assert "Traceback" not in proc.stderr
+    proc = run_cli(*methods, "--datasets", f"overall={root / 'gt' / 'SetA'}", "--out", tmp_path)
+    assert proc.returncode == 2 and "dataset name 'overall' names the table" in proc.stderr
 
 
 def test_spec_errors():

@@ -29,6 +29,8 @@ from typing import Any
 
 NAME_PATTERN = re.compile(r"[A-Za-z0-9_+-][A-Za-z0-9_.+-]*")
 """A method or dataset name: it names output files (``tables/NAME.md``, ``cache/M/D.json``)."""
+OVERALL = "overall"
+"""The name of the table of all datasets together (``tables/overall.md``): no dataset's name."""
 
 
 class BenchmarkSpecError(ValueError):
@@ -51,12 +53,17 @@ class BenchmarkSpec:
 
 
 def check_name(name: str, what: str) -> str:
-    """Return ``name`` if it matches :data:`NAME_PATTERN`; else raise
-    :class:`BenchmarkSpecError` naming it as a ``what`` name."""
+    """Return ``name`` if it matches :data:`NAME_PATTERN` (and, for a ``what`` of
+    ``"dataset"``, is not :data:`OVERALL`); else raise :class:`BenchmarkSpecError` naming it as a
+    ``what`` name."""
     if not NAME_PATTERN.fullmatch(name):
         raise BenchmarkSpecError(
             f"{what} name {name!r} is not usable as a file name: use letters, digits and "
             "_ . + - (not starting with .)"
+        )
+    if what == "dataset" and name == OVERALL:
+        raise BenchmarkSpecError(
+            f"dataset name {OVERALL!r} names the table of all datasets together: choose another"
         )
     return name
 

@@ -20,13 +20,11 @@ from typing import Any
 from utils.io.atomic import write_json, write_text
 from utils.metrics import HIGHER_IS_BETTER
 from utils.metrics.benchmark import BenchmarkResult
+from utils.metrics.benchmark_spec import OVERALL
 from utils.metrics.plots import write_curves
 
 DIGITS = 4
 """Decimals shown in the Markdown and LaTeX tables (and used to rank them)."""
-
-OVERALL = "overall"
-"""Name of the table of all datasets together (its files: ``tables/overall.*``)."""
 
 MISSING = "-"
 
