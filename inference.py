@@ -26,11 +26,11 @@ import torch
 from u2seg import Predictor
 from utils.inference.files import list_inputs, predict_files
 from utils.inference.geo_outputs import FORMATS, GeoOptions, GeoOutputs
-from utils.inference.outputs import OUTPUT_KINDS
+from utils.inference.outputs import OUTPUT_KINDS, OUTPUT_MARKER
 from utils.inference.predictor import MULTISCALE_SCALES, PREDICTION_MODES, PredictOptions
 from utils.inference.streaming import stream_files, streamable
 from utils.inference.windows import BLENDS
-from utils.io.atomic import write_json
+from utils.io.atomic import check_writable, write_json
 from utils.metrics.folders import (
     EvaluationSettings,
     evaluate_folders,
@@ -240,6 +240,7 @@ def main(argv: list[str] | None = None) -> int:
         geo = GeoOptions(args.format, args.simplify, args.min_area)
         bands = None if predictor.imagery is None else predictor.imagery.bands
         write = GeoOutputs(geo, dict(inputs), args.save, bands)
+        check_outputs(args)
     except (ValueError, OSError, ImportError) as err:  # ConfigError is a ValueError
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -288,6 +289,19 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: --gt: {err}", file=sys.stderr)
             return 2
     return status
+
+
+def check_outputs(args: argparse.Namespace) -> None:
+    """Before predicting: the output folder (``-o``) can be created and written, and so can the
+    ``--json`` file. Raises ``OSError`` naming the option."""
+    for option, path in (("-o", Path(args.output) / OUTPUT_MARKER), ("--json", args.json)):
+        if path is None:
+            continue
+        try:
+            check_writable(path)
+        except OSError as err:
+            target = Path(args.output) if option == "-o" else path
+            raise OSError(f"{option}: cannot write {target}: {err}") from err
 
 
 def describe(options: PredictOptions) -> str:

@@ -160,6 +160,19 @@ def test_cli_refuses_an_output_folder_that_is_the_input_folder(checkpoint, tmp_p
     assert not (tmp_path / "maps").exists()
 
 
+def test_cli_refuses_unwritable_outputs_before_predicting(checkpoint, tmp_path, capsys):
+    write_inputs(tmp_path / "in")
+    blocker = tmp_path / "afile"
+    blocker.write_text("a file where a folder is needed")
+    base = ["-m", checkpoint, "-i", tmp_path / "in"]
+    assert run_cli(*base, "-o", blocker / "out") == 2
+    assert f"error: -o: cannot write {blocker / 'out'}" in capsys.readouterr().err
+    out = tmp_path / "out"
+    assert run_cli(*base, "-o", out, "--gt", tmp_path / "in", "--json", blocker / "x.json") == 2
+    assert f"error: --json: cannot write {blocker / 'x.json'}" in capsys.readouterr().err
+    assert not (out / "maps").exists()  # nothing was predicted
+
+
 def test_cli_refuses_an_input_inside_an_output_kind_folder(checkpoint, tmp_path, capsys):
     (tmp_path / "maps").mkdir()
     cv2.imwrite(str(tmp_path / "maps" / "a.png"), random_image(20, 30))
