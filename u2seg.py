@@ -62,9 +62,9 @@ def load_model(
     """The model of ``weights``: a U2Seg checkpoint (its stored config gives the input size, the
     normalisation and the imagery), official / ported U2Net weights or a U2Net ONNX file
     (official normalisation and RGB inputs unless its metadata says otherwise). With
-    ``config_path``, the config's ``arch`` builds the model and ``weights`` (any of those
-    formats) fill it; the config's ``normalisation`` and ``imagery``, when it has them, override
-    the weights'. Raises
+    ``config_path``, the config's ``arch`` builds the model (with the weights' input channels
+    where it leaves ``in_channels`` out) and ``weights`` (any of those formats) fill it; the
+    config's ``normalisation`` and ``imagery``, when it has them, override the weights'. Raises
     ``FileNotFoundError`` for a missing file, :class:`utils.config.ConfigError` or ValueError for
     weights or an imagery section that do not fit.
     """
@@ -80,7 +80,9 @@ def load_model(
     if not isinstance(config.get("arch"), dict):
         raise cfg.ConfigError(f"{config_path} has no 'arch' section to build the model from")
     arch = config["arch"]
-    bare = {**arch, "args": {k: v for k, v in arch.get("args", {}).items() if k != "pretrained"}}
+    args = {k: v for k, v in arch.get("args", {}).items() if k != "pretrained"}
+    args.setdefault("in_channels", loaded.in_channels)  # as train.py fills it from the imagery
+    bare = {**arch, "args": args}
     model = cfg.build({"arch": bare}, "arch", cfg.classes_in(models))
     model.load_weights(loaded)
     normalisation = config.get("normalisation", loaded.normalisation or NORMALISATIONS[0])

@@ -352,7 +352,8 @@ def _check_threads(threads: int) -> None:
 def _check_imagery(full: dict[str, Any]) -> None:
     """``imagery`` is null or a valid section (:meth:`utils.imagery.Imagery.from_config`), and the
     model takes one input channel per band it selects (3 without it: images are read as RGB);
-    with an imagery section, an ``arch.args.in_channels`` left out is set to that number here."""
+    with an imagery section, an ``arch.args.in_channels`` left out is set to that number here,
+    and the section gets its defaults (``scale``, ``percentiles``)."""
     try:
         imagery = Imagery.from_config(full["imagery"])
     except ValueError as err:
@@ -360,6 +361,7 @@ def _check_imagery(full: dict[str, Any]) -> None:
     if imagery is None:
         channels, in_channels = 3, full["arch"].get("args", {}).get("in_channels", 3)
     else:
+        full["imagery"] = imagery.to_config()  # its defaults filled in
         channels = imagery.channels
         in_channels = full["arch"].setdefault("args", {}).setdefault("in_channels", channels)
     if in_channels != channels:

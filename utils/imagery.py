@@ -198,7 +198,8 @@ def scale_to_8_bits(
 ) -> np.ndarray:
     """``round(255 * clip((x - low) / (high - low), 0, 1))`` of the HxWxC ``pixels`` (any real
     dtype) with the per-band float64 ``low`` / ``high`` (C), as HxWxC uint8; a band with
-    ``high <= low`` is 255 above ``low``, else 0; where the HxW bool ``valid`` is false, 0.
+    ``high <= low`` is 255 above ``low``, else 0; a NaN value is 0, and so is every band where the
+    HxW bool ``valid`` is false.
 
     Computed in float32 (rounding half to even); for uint16 divided by 65535 that is exactly
     ``round(x / 257)``, the 8-bit reading of :func:`utils.io.images.read_image`."""
@@ -211,6 +212,7 @@ def scale_to_8_bits(
         out[..., constant] = np.where(pixels[..., constant] > low[constant], 255, 0)
     np.rint(out, out=out)
     np.clip(out, 0, 255, out=out)
+    np.nan_to_num(out, copy=False, nan=0.0)  # NaN (float data's nodata) becomes 0
     result = out.astype(np.uint8)
     if valid is not None:
         result[~valid] = 0

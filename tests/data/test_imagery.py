@@ -102,6 +102,7 @@ def test_the_config_checks_in_channels_against_the_bands(tmp_path):
     }  # fmt: skip
     full = validate_config(config, registries())  # in_channels left out: one per band
     assert full["arch"]["args"]["in_channels"] == 4 and "in_channels" not in config["arch"]["args"]
+    assert full["imagery"] == {"bands": [1, 2, 3, 4], "scale": "percentile", "percentiles": [2, 98]}
     config["arch"]["args"]["in_channels"] = 3
     with pytest.raises(ConfigError, match=r"in_channels' is 3 .* selects 4 band"):
         validate_config(config, registries())
@@ -316,3 +317,16 @@ def test_tiles_that_do_not_fit_the_imagery_stop_the_loader_when_it_is_built(tmp_
     write_raster(root / "train" / "label" / "a.tif", np.zeros((1, 20, 24), np.uint8))
     with pytest.raises(OSError, match=r"a\.tif has 4 band\(s\); imagery\.bands \[1, 2, 3, 5\]"):
         WHUBuildingDataset(str(root), crop_size=16, imagery=Imagery((1, 2, 3, 5)))
+
+
+def test_reading_a_5_band_tiff_as_rgb_names_the_band_count_and_the_section(tmp_path):
+    path = write_raster(tmp_path / "five.tif", np.ones((5, 8, 8), np.uint8))
+    with pytest.raises(OSError, match=r"five\.tif has 5 bands; .* the config's imagery section"):
+        read_image(path)
+
+
+@pytest.mark.filterwarnings("error")  # numpy warns when NaN is cast to uint8
+def test_nan_values_become_0_without_a_warning():
+    pixels = np.array([[[0.5, np.nan], [np.nan, 1.0]]], np.float32)
+    out = scale_to_8_bits(pixels, np.zeros(2), np.ones(2))
+    assert out.tolist() == [[[128, 0], [0, 255]]]

@@ -123,7 +123,8 @@ def test_an_onnx_export_records_the_imagery_and_predicts_like_the_checkpoint(run
 
 def test_a_config_without_imagery_keeps_the_checkpoints(run, tmp_path):
     config = json.loads((run.parents[3] / "config.json").read_text())
-    config.pop("imagery")  # the arch alone (in_channels 4): the imagery comes with the weights
+    config.pop("imagery")  # the arch alone: the imagery (and in_channels) come with the weights
+    del config["arch"]["args"]["in_channels"]
     path = tmp_path / "arch_only.json"
     path.write_text(json.dumps(config))
     loaded = load_model(run / "checkpoint-epoch1.pth", path)

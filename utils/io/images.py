@@ -89,6 +89,8 @@ def _decode_stored(data: np.ndarray, path: str | os.PathLike, expected: str) -> 
     EXIF rotation, alpha kept; palette images are expanded to their colours."""
     array = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
     if array is None:
+        if data.size and Path(path).suffix.lower() in (".tif", ".tiff"):
+            _tiff_size(path)  # says when the band count is why (e.g. 5-band imagery)
         raise OSError(f"{path} is empty, corrupt or not an image; expected {expected}")
     if array.dtype not in (np.uint8, np.uint16):
         raise OSError(f"{path} has unsupported pixel type {array.dtype}; expected {expected}")
