@@ -15,8 +15,10 @@ from utils.io.atomic import write_bytes
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 # A corrupt or truncated file is reported by the readers below, with its path and what to do;
-# OpenCV's own warning lines about it ("[ WARN:0@4.8] global grfmt_png.cpp ...") only add noise.
-cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+# OpenCV's own log lines about it ("[ WARN:0@4.8] global grfmt_png.cpp ...", "[ERROR:0@0.0]
+# ... Unsupported number of channels") only add noise: every failure of an OpenCV call reaches
+# Python anyway, as a None image or a cv2.error.
+cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
 
 
 class ImageNameClash(ValueError):
