@@ -29,6 +29,7 @@ import copy
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 
 import cv2
 import numpy as np
@@ -38,7 +39,8 @@ from torch import nn
 
 from utils.imagery import Imagery
 from utils.inference.fusion import fuse_conv_bn
-from utils.inference.windows import blend_weights, window_grid
+from utils.inference.sliding import slide_rows
+from utils.inference.windows import window_grid
 from utils.io.rasters import read_model_input
 from utils.preprocessing import (
     DEFAULT_INPUT_SIZE,
@@ -208,17 +210,18 @@ class Predictor:
         ``on_windows(n)`` is called after each batch of ``n`` windows in sliding mode.
         """
         opts = self.options
-        if opts.mode == "sliding":
-            per_scale = [
-                self._flip_averaged(images, lambda v: [self._slide(x, on_windows) for x in v])
-            ]
+        if opts.mode == "sliding" and opts.scale == 1:  # flip averaged row by row, inside
+            probs = [self._slide(image, on_windows, opts.flip) for image in images]
+        elif opts.mode == "sliding":  # flip averaged after the resize: exactly symmetric maps
+            slide = partial(self._slide, on_windows=on_windows, flip=False)
+            probs = self._average([self._flip_averaged(images, lambda v: [slide(x) for x in v])])
         else:
             scales = opts.scales if opts.mode == "multiscale" else (1.0,)
             per_scale = [
                 self._flip_averaged(images, lambda v, s=s: self._resized(v, round(opts.size * s)))
                 for s in scales
             ]
-        probs = self._average(per_scale)
+            probs = self._average(per_scale)
         return [min_max_normalise(p) for p in probs] if opts.post_norm else probs
 
     def count_windows(self, height: int, width: int) -> int:
@@ -271,31 +274,24 @@ class Predictor:
             ]
         return probs
 
-    def _slide(self, image: np.ndarray, on_windows: Callable[[int], None] | None) -> torch.Tensor:
-        """Blended sliding-window prediction of one image, at its original size."""
-        opts = self.options
+    def _slide(
+        self, image: np.ndarray, on_windows: Callable[[int], None] | None, flip: bool
+    ) -> torch.Tensor:
+        """Blended sliding-window prediction of one image (averaged with its mirror's with
+        ``flip``), at its original size: :func:`utils.inference.sliding.slide_rows` over the
+        image, resized by ``scale``."""
         height, width = image.shape[:2]
-        if opts.scale != 1:
-            scaled_h, scaled_w = self._scaled_size(height, width)
-            scaled = _resized(image, scaled_h, scaled_w)
-        else:
-            scaled = image
-        pixels = torch.from_numpy(np.ascontiguousarray(scaled)).to(self.device)
-        (wh, ww), corners = window_grid(*pixels.shape[:2], opts.window, opts.window_stride)
-        weight = blend_weights((wh, ww), opts.blend, self.device)
-        total = torch.zeros(pixels.shape[:2], device=self.device)
-        weight_sum = torch.zeros_like(total)
-        gain = self._gains(scaled[None])
-        for start in range(0, len(corners), opts.batch_size):
-            chunk = corners[start : start + opts.batch_size]
-            windows = torch.stack([pixels[y : y + wh, x : x + ww] for y, x in chunk])
-            probs = self.forward(windows, None if gain is None else gain.expand(len(chunk)))
-            for (y, x), prob in zip(chunk, probs, strict=True):
-                total[y : y + wh, x : x + ww].addcmul_(prob, weight)
-                weight_sum[y : y + wh, x : x + ww] += weight
-            if on_windows:
-                on_windows(len(chunk))
-        return resize_probability(total.div_(weight_sum), (height, width))
+        scaled = image
+        if self.options.scale != 1:
+            scaled = _resized(image, *self._scaled_size(height, width))
+        prob = torch.empty(scaled.shape[:2], device=self.device)
+
+        def keep(start: int, rows: torch.Tensor) -> None:
+            prob[start : start + rows.shape[0]] = rows
+
+        slide_rows(self, lambda start, count: scaled[start : start + count], prob.shape, keep,
+                   on_windows, flip)  # fmt: skip
+        return resize_probability(prob, (height, width))
 
     def _gains(self, images: np.ndarray) -> torch.Tensor | None:
         """The official-normalisation gain of each of the BxHxWxC ``images`` (None with the
