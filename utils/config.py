@@ -6,7 +6,9 @@ import copy
 import inspect
 import json
 import re
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -16,7 +18,21 @@ from utils.preprocessing import NORMALISATIONS
 
 
 class ConfigError(ValueError):
-    """A config key or value is wrong; the message names the key and what is expected."""
+    """A config key or value is wrong; the message names the key and what is expected.
+    ``mistakes``: the message of each mistake, when several were found at once."""
+
+    def __init__(self, message: str, mistakes: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.mistakes = mistakes or [message]
+
+
+def _several(mistakes: list[str]) -> ConfigError:
+    """One :class:`ConfigError` for ``mistakes``: a single one's message unchanged, several
+    listed one per line."""
+    if len(mistakes) == 1:
+        return ConfigError(mistakes[0])
+    listed = "\n".join(f"  - {message}" for message in mistakes)
+    return ConfigError(f"{len(mistakes)} mistakes in the config:\n{listed}", mistakes)
 
 
 # Plain sections: every key with its default. A user key not listed here is an error.
@@ -140,11 +156,18 @@ def apply_overrides(
     try:
         return validate_config(config, registries, metrics)
     except ConfigError as err:
-        named = _keys_named(str(err))
-        blamed = [text for text, path, _ in parsed if _related(".".join(path), named)]
-        if not blamed:
+        mistakes = [_blamed(message, parsed) for message in err.mistakes]
+        if mistakes == err.mistakes:
             raise
-        raise ConfigError(f"--opt {' '.join(blamed)}: {err}") from None
+        raise _several(mistakes) from None
+
+
+def _blamed(message: str, parsed: list[tuple[str, list[str], Any]]) -> str:
+    """``message`` prefixed with the ``--opt`` overrides that set a key it names (or a key
+    above or below one), if any."""
+    named = _keys_named(message)
+    blamed = [text for text, path, _ in parsed if _related(".".join(path), named)]
+    return f"--opt {' '.join(blamed)}: {message}" if blamed else message
 
 
 _KEY_IN_MESSAGE = re.compile(r"'(\w+)'|(\w+(?:\.\w+)+)")
@@ -266,20 +289,25 @@ def _check_args(section: str, name: str, args: dict[str, Any], cls: type) -> Non
             _check_kind(f"{section}.args.{key}", value, *kind)
 
 
-def _check_plain(prefix: str, value: dict[str, Any], defaults: dict[str, Any]) -> None:
+def _check_plain(
+    prefix: str, value: dict[str, Any], defaults: dict[str, Any], mistakes: _Mistakes
+) -> None:
+    """Each key of ``value`` (under ``prefix``) is one of ``defaults``, of its default's kind;
+    every mistake goes to ``mistakes``."""
     for key, item in value.items():
         where = f"{prefix}{key}"
-        if key not in defaults:
-            raise ConfigError(
-                f"unknown config key '{where}'; valid keys here: {', '.join(sorted(defaults))}"
-            )
-        expected = defaults[key]
-        if isinstance(expected, dict):
-            if not isinstance(item, dict):
+        expected = defaults.get(key)
+        with mistakes.check():
+            if key not in defaults:
+                raise ConfigError(
+                    f"unknown config key '{where}'; valid keys here: {', '.join(sorted(defaults))}"
+                )
+            if isinstance(expected, dict) and not isinstance(item, dict):
                 raise ConfigError(f"'{where}' must be an object")
-            _check_plain(f"{where}.", item, expected)
-        else:
-            _check_kind(where, item, type(expected))
+            if not isinstance(expected, dict):
+                _check_kind(where, item, type(expected))
+        if key in defaults and isinstance(expected, dict) and isinstance(item, dict):
+            _check_plain(f"{where}.", item, expected, mistakes)
 
 
 def _check_kind(where: str, value: Any, kind: type, nullable: bool = False) -> None:
@@ -418,6 +446,26 @@ def _check_validation(full: dict[str, Any], metrics: Collection[str] | None) -> 
         )
 
 
+class _Mistakes:
+    """The :class:`ConfigError` of each independent check (:meth:`check`), raised together."""
+
+    def __init__(self) -> None:
+        self.found: list[str] = []
+
+    @contextmanager
+    def check(self) -> Iterator[None]:
+        """Run the block; a :class:`ConfigError` it raises is kept, not raised."""
+        try:
+            yield
+        except ConfigError as err:
+            self.found.append(str(err))
+
+    def raise_found(self) -> None:
+        """Raise one :class:`ConfigError` with every mistake kept (:func:`_several`)."""
+        if self.found:
+            raise _several(self.found)
+
+
 def validate_config(
     config: dict[str, Any], registries: Registries, metrics: Collection[str] | None = None
 ) -> dict[str, Any]:
@@ -426,43 +474,70 @@ def validate_config(
     ``registries`` holds the classes each built section may name; ``metrics`` the metric names
     ``trainer.monitor`` may name (``utils.metrics.HIGHER_IS_BETTER``; None: not checked here,
     the trainer checks it). Values of the keys of built sections are checked against the
-    annotations of the classes' arguments (:func:`expected_kind`). Raises
-    :class:`ConfigError` naming the first wrong key."""
+    annotations of the classes' arguments (:func:`expected_kind`). Raises one
+    :class:`ConfigError` naming every wrong key found: first the keys and their kinds of value;
+    when those are right, the values."""
+    mistakes = _Mistakes()
     known = set(DEFAULTS) | set(BUILT_SECTIONS)
     for key in config:
-        if key not in known:
-            raise ConfigError(
-                f"unknown config key '{key}'; valid top-level keys: {', '.join(sorted(known))}"
-            )
+        with mistakes.check():
+            if key not in known:
+                raise ConfigError(
+                    f"unknown config key '{key}'; valid top-level keys: {', '.join(sorted(known))}"
+                )
     for section in REQUIRED_SECTIONS:
-        if config.get(section) is None:
-            raise ConfigError(f"the config needs a '{section}' section")
+        with mistakes.check():
+            if config.get(section) is None:
+                raise ConfigError(f"the config needs a '{section}' section")
     plain = {k: v for k, v in config.items() if k in DEFAULTS and k != "imagery"}
-    _check_plain("", plain, DEFAULTS)
+    _check_plain("", plain, DEFAULTS, mistakes)
     for section in BUILT_SECTIONS:
         if config.get(section) is not None:
-            _check_built(section, config[section], registries[section])
+            with mistakes.check():
+                _check_built(section, config[section], registries[section])
+    mistakes.raise_found()
     full = merge(DEFAULTS, config)
     for section in OPTIONAL_SECTIONS:
         full.setdefault(section, None)
-    _check_imagery(full)
-    if full["seed"] < 0:
-        raise ConfigError(f"'seed' must be 0 or more, got {full['seed']}")
-    if full["n_gpu"] < 0:
-        raise ConfigError(f"'n_gpu' must be 0 (CPU) or more, got {full['n_gpu']}")
-    _check_threads(full["threads"])
-    for key, choices in CHOICES.items():
+    for check in _value_checks(full, metrics):
+        with mistakes.check():
+            check()
+    mistakes.raise_found()
+    return full
+
+
+def _value_checks(
+    full: dict[str, Any], metrics: Collection[str] | None
+) -> list[Callable[[], None]]:
+    """The independent checks of the values of a complete config whose keys are right."""
+
+    def seed() -> None:
+        if full["seed"] < 0:
+            raise ConfigError(f"'seed' must be 0 or more, got {full['seed']}")
+
+    def n_gpu() -> None:
+        if full["n_gpu"] < 0:
+            raise ConfigError(f"'n_gpu' must be 0 (CPU) or more, got {full['n_gpu']}")
+
+    def choice(key: str, choices: tuple[Any, ...]) -> None:
         section, _, name = key.rpartition(".")
         value = full[section][name] if section else full[name]
         if value not in choices:
             raise ConfigError(
                 f"'{key}' must be one of {', '.join(repr(c) for c in choices)}, got {value!r}"
             )
-    _check_trainer(full["trainer"])
-    check_print_metrics(full["trainer"], metrics)
-    _check_distributed(full["distributed"])
-    _check_validation(full, metrics)
-    return full
+
+    return [
+        lambda: _check_imagery(full),
+        seed,
+        n_gpu,
+        lambda: _check_threads(full["threads"]),
+        *(partial(choice, key, choices) for key, choices in CHOICES.items()),
+        lambda: _check_trainer(full["trainer"]),
+        lambda: check_print_metrics(full["trainer"], metrics),
+        lambda: _check_distributed(full["distributed"]),
+        lambda: _check_validation(full, metrics),
+    ]
 
 
 def build(

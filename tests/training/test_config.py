@@ -62,6 +62,37 @@ def test_bad_configs_name_the_key(config, message):
         cfg.validate_config(config, REGISTRIES)
 
 
+TOP_LEVEL = set(cfg.DEFAULTS) | set(cfg.BUILT_SECTIONS)
+
+
+def test_every_mistake_of_a_config_is_named_at_once():
+    config = {
+        **BASE,
+        "sed": 1,
+        "trainer": {"epochz": 3, "val": 1},
+        "optimizer": {"type": "AdamW", "args": {"lr": "fast"}},
+    }
+    with pytest.raises(cfg.ConfigError) as err:
+        cfg.validate_config(config, REGISTRIES)
+    lines = str(err.value).splitlines()
+    assert lines[0] == "4 mistakes in the config:"
+    assert [line.split(";")[0].split(",")[0] for line in lines[1:]] == [
+        "  - unknown config key 'sed'",
+        "  - unknown config key 'trainer.epochz'",
+        "  - 'trainer.val' must be true or false",
+        "  - 'optimizer.args.lr' must be a number",
+    ]
+    with pytest.raises(cfg.ConfigError) as err:  # an --opt is named in its own line only
+        cfg.apply_overrides({**BASE, "sed": 1}, ["trainer.val=1"], REGISTRIES)
+    assert str(err.value).splitlines()[1:] == [
+        f"  - unknown config key 'sed'; valid top-level keys: {', '.join(sorted(TOP_LEVEL))}",
+        "  - --opt trainer.val=1: 'trainer.val' must be true or false, got 1 (int)",
+    ]
+    values = {**BASE, "seed": -1, "threads": -2, "trainer": {"epochs": 0}}  # keys right, values not
+    with pytest.raises(cfg.ConfigError, match=r"^3 mistakes in the config:\n  - 'seed' must be"):
+        cfg.validate_config(values, REGISTRIES)
+
+
 def test_loader_accepts_dataset_arguments():
     config = {
         **BASE,
