@@ -141,3 +141,16 @@ def test_count_01_masks_checks_an_evenly_spaced_sample(tmp_path: Path) -> None:
     assert count_01_masks(paths) == (5, 10)
     assert count_01_masks(paths, limit=5) == (0, 5)  # files 0, 2, 4, 6, 8
     assert count_01_masks([*paths[:3], tmp_path / "broken.png"]) == (1, 3)
+
+
+def test_a_colour_jpeg_mask_is_read_as_the_reference_reads_it(tmp_path):
+    """PySODEvalToolkit reads masks with ``cv2.IMREAD_GRAYSCALE``: for a JPEG, the luma."""
+    colour = np.zeros((40, 48, 3), np.uint8)
+    colour[::2, :, 2], colour[1::2, :, 0] = 255, 200  # saturated stripes: chroma at work
+    colour[10:30, 12:36] = (30, 60, 255)
+    path = tmp_path / "mask.jpg"
+    cv2.imwrite(str(path), colour)
+    luma = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+    converted = cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2GRAY)
+    assert not np.array_equal(luma, converted)  # the two readings differ here
+    assert np.array_equal(read_mask(path), luma)

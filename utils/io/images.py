@@ -211,9 +211,20 @@ def read_grey(path: str | os.PathLike) -> np.ndarray:
     """
     expected = "an 8- or 16-bit greyscale (or colour) image"
     data = _file_bytes(path, expected)
-    if data[:3].tobytes() == b"\xff\xd8\xff":  # JPEG
-        flags = cv2.IMREAD_GRAYSCALE | cv2.IMREAD_IGNORE_ORIENTATION
-        grey = cv2.imdecode(data, flags)
+    return _decode_grey(data, path, expected)
+
+
+def _is_jpeg(data: np.ndarray) -> bool:
+    """Whether the file bytes ``data`` start like a JPEG (the SOI marker and a segment)."""
+    return data[:3].tobytes() == b"\xff\xd8\xff"
+
+
+def _decode_grey(data: np.ndarray, path: str | os.PathLike, expected: str) -> np.ndarray:
+    """The file bytes ``data`` as HxW uint8 grey: a JPEG straight from the decoder (its luma, as
+    ``cv2.IMREAD_GRAYSCALE`` reads it: PySODEvalToolkit's reading), other formats decoded then
+    converted (:func:`_to_grey`, 16-bit scaled to 8 bits); EXIF orientation ignored."""
+    if _is_jpeg(data):
+        grey = cv2.imdecode(data, cv2.IMREAD_GRAYSCALE | cv2.IMREAD_IGNORE_ORIENTATION)
         if grey is None:
             raise OSError(f"{path} is empty, corrupt or not an image; expected {expected}")
         return grey
@@ -247,15 +258,18 @@ def read_mask_flagged(path: str | os.PathLike) -> tuple[np.ndarray, bool]:
     """
     expected = "an 8- or 16-bit greyscale (or colour) mask"
     data = _file_bytes(path, expected)
-    stored = _decode_stored(data, path, expected)
-    palette = _png_palette(data)
-    if stored.ndim == 3 and palette is not None and (palette != palette[:, :1]).any():
-        background = palette[0, ::-1]  # a coloured palette: a label map; BGR, as decoded
-        foreground = (stored[:, :, :3] != background).any(axis=2)
-        return foreground.astype(np.uint8) * np.uint8(255), False
-    if stored.dtype == np.uint16 and stored.max(initial=0) == 1:
-        stored = stored.astype(np.uint8)  # 16-bit 0/1: would be 0 after scaling to 8 bits
-    mask = _to_grey(_to_8_bits(stored))
+    if _is_jpeg(data):  # as the reference reads it: the decoder's luma
+        mask = _decode_grey(data, path, expected)
+    else:
+        stored = _decode_stored(data, path, expected)
+        palette = _png_palette(data)
+        if stored.ndim == 3 and palette is not None and (palette != palette[:, :1]).any():
+            background = palette[0, ::-1]  # a coloured palette: a label map; BGR, as decoded
+            foreground = (stored[:, :, :3] != background).any(axis=2)
+            return foreground.astype(np.uint8) * np.uint8(255), False
+        if stored.dtype == np.uint16 and stored.max(initial=0) == 1:
+            stored = stored.astype(np.uint8)  # 16-bit 0/1: would be 0 after scaling to 8 bits
+        mask = _to_grey(_to_8_bits(stored))
     if mask.max(initial=0) == 1:  # values 0 and 1 only
         return mask * np.uint8(255), True
     return mask, False
@@ -267,8 +281,8 @@ def read_mask(path: str | os.PathLike) -> np.ndarray:
     The mask rule (every SOD mask is read by it: datasets, validation, ``evaluate.py``):
 
     - the image is read as 8-bit grey like :func:`read_grey` (colour with
-      ``cv2.COLOR_BGR2GRAY``, alpha dropped, 16-bit data scaled by 1/257), except for the two
-      cases below;
+      ``cv2.COLOR_BGR2GRAY``, alpha dropped, 16-bit data scaled by 1/257; a JPEG as its
+      decoder's luma, as the reference toolkit reads masks), except for the two cases below;
     - 0/1 encoding: a mask whose maximum is 1 (values 0 and 1 only; for 16-bit data, as stored)
       is multiplied by 255; 0/255 and soft 0..255 masks are unchanged;
     - a palette PNG whose palette has a non-grey colour is a label map (VOC style): foreground
