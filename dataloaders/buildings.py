@@ -126,13 +126,10 @@ class BuildingDataset(SeededDataSet):
         mask = (mask > 0).astype(np.uint8)
         pad_h, pad_w = crop - image.shape[0], crop - image.shape[1]
         if pad_h or pad_w:
-            image = np.stack(
-                [
-                    np.pad(image[:, :, c], ((0, pad_h), (0, pad_w)), constant_values=value)
-                    for c, value in enumerate(pad_values(image.shape[2]))
-                ],
-                axis=2,
-            )
+            padded = np.empty((crop, crop, image.shape[2]), np.uint8)
+            padded[:] = pad_values(image.shape[2])
+            padded[: image.shape[0], : image.shape[1]] = image
+            image = padded
             mask = cv2.copyMakeBorder(mask, 0, pad_h, 0, pad_w, cv2.BORDER_CONSTANT, value=0)
         return image, mask
 

@@ -16,6 +16,8 @@ with the mean of the three ImageNet means and of the three deviations.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import torch
 
@@ -30,10 +32,12 @@ PAD_COLOUR = tuple(round(v * 255) for v in IMAGENET_MEAN)
 """RGB 0..255 colour of padding: normalises to about 0."""
 
 
+@functools.cache
 def channel_mean_std(channels: int) -> tuple[np.ndarray, np.ndarray]:
     """``(mean, inverse deviation)`` in 0..255 units, Cx1x1 float32 each, of ``channels``
     input channels: :data:`MEAN_255` and :data:`INV_STD_255` for 3; channel ``i`` of any other
-    count takes the ImageNet values of channel ``i`` below 3, their mean from 3 on."""
+    count takes the ImageNet values of channel ``i`` below 3, their mean from 3 on. Computed once
+    per count (a sample's normalisation asks for them): do not change the arrays."""
     if channels == 3:
         return MEAN_255, INV_STD_255
     extra = max(0, channels - 3)

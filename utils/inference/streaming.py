@@ -37,7 +37,7 @@ from utils.io.geotiff import (
     rasterio_module,
     write_window,
 )
-from utils.io.rasters import RasterBands
+from utils.io.rasters import RasterBands, interleave_bands
 from utils.metrics.prepare import prob_to_uint8
 
 STREAMED_KINDS = frozenset({"map", "mask", "polygons"})
@@ -111,14 +111,14 @@ def _stream(
         keep = "polygons" in kinds
         full = {kind: np.zeros(src.shape, np.uint8) for kind in ("map", "mask")} if keep else {}
         imagery = predictor.imagery
-        bands = None if imagery is None else files.enter_context(RasterBands(path, imagery))
+        reader = None if imagery is None else files.enter_context(RasterBands(path, imagery))
 
         def rows(start: int, count: int) -> np.ndarray:
-            if bands is not None:
-                return bands.read(start, 0, count, src.width)
+            if reader is not None:
+                return reader.read(start, 0, count, src.width)
             window = Window(0, start, src.width, count)
             try:
-                return np.ascontiguousarray(src.read((1, 2, 3), window=window).transpose(1, 2, 0))
+                return interleave_bands(src.read((1, 2, 3), window=window))
             except rasterio.errors.RasterioIOError as err:
                 raise OSError(f"cannot read {path}: {err}") from err
 

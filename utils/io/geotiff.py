@@ -117,8 +117,8 @@ def has_nodata(src: Any, bands: Sequence[int] | None = None) -> bool:
     """Whether some pixels of the open raster ``src`` may hold no data (see :func:`data_mask`)."""
     from rasterio.enums import MaskFlags
 
-    if _alpha_is_data(src, bands):
-        return any(src.nodatavals[b - 1] is not None for b in bands)
+    if _alpha_is_data(src, bands):  # a pixel is nodata when each band holds its nodata value
+        return all(src.nodatavals[b - 1] is not None for b in bands)
     return any(MaskFlags.all_valid not in band for band in src.mask_flag_enums)
 
 
